@@ -1,0 +1,21 @@
+# The indexer worker image: `docker build -t embedding-indexer .`
+# Runs `indexer worker` (all roles) by default; pass `worker --role ingest` etc. to split roles.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY workers ./workers
+RUN npm run build && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY bin ./bin
+USER node
+ENTRYPOINT ["node", "bin/indexer.js"]
+CMD ["worker"]

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Local Apache Kafka (single-node KRaft on 127.0.0.1): `kafka.sh install|start|stop|status`.
+# The broker jars come from Maven Central (scripts/services/kafka/pom.xml) and are cached in
+# .cache/kafka/libs, so only the first start downloads. Every start formats a fresh log directory:
+# the local broker is disposable and a run never sees topics left by an earlier one.
+# Reuses whatever already answers at KAFKA_BROKERS when that is not the local default.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+HOST="$(url_host "$KAFKA_BROKERS")"; PORT="$(url_port "$KAFKA_BROKERS")"
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+HERE="$ROOT/scripts/services/kafka"
+DIR="$CACHE/kafka"; LIBS="$DIR/libs"; DATA="$DIR/data"; PIDFILE="$DIR/broker.pid"
+HEAP="${KAFKA_LOCAL_HEAP:-768m}"
+
+install() {
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  if [ -f "$LIBS/.complete" ] && [ "$LIBS/.complete" -nt "$HERE/pom.xml" ]; then return 0; fi
+  command -v mvn >/dev/null || apt_install maven
+  log "kafka: fetching the broker jars from Maven Central (first run only)"
+  rm -rf "$LIBS"
+  mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS" \
+    || die "kafka: could not fetch the broker jars with Maven (see the output above)"
+  touch "$LIBS/.complete"
+}
+
+ready() {
+  # A broker that accepts connections may still be electing its controller; ask it for metadata.
+  port_open "$HOST" "$PORT" && node "$ROOT/scripts/services/kafka-ready.mjs" "$HOST:$PORT" 
+}
+
+start() {
+  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && ready; then
+    log "kafka: local broker already running on $HOST:$PORT"; return 0
+  fi
+  if port_open "$HOST" "$PORT"; then
+    wait_for ready "kafka" 30 || die "kafka: something listens on $HOST:$PORT but does not answer as a Kafka broker"
+    log "kafka: reusing the broker at $HOST:$PORT"; return 0
+  fi
+  case "$HOST" in 127.0.0.1|localhost) ;; *) die "kafka: nothing answers at $KAFKA_BROKERS (KAFKA_BROKERS); start it or unset KAFKA_BROKERS to use a local one";; esac
+  install
+  rm -rf "$DATA"; mkdir -p "$DATA"
+  sed -e "s|@DATA@|$DATA|" -e "s|@PORT@|$PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" \
+    "$HERE/server.properties.template" > "$DIR/server.properties"
+  local cluster_id; cluster_id="$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+  java -Dkafka.logs.dir="$DIR" -Dlog4j.configuration="file:$HERE/log4j.properties" -cp "$LIBS/*" \
+    kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" >/dev/null \
+    || die "kafka: formatting the log directory failed"
+  log "kafka: starting the local broker on $HOST:$PORT"
+  nohup java -Xms256m -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$DIR" -Dlog4j.configuration="file:$HERE/log4j.properties" \
+    -cp "$LIBS/*" kafka.Kafka "$DIR/server.properties" > "$DIR/broker.out" 2>&1 &
+  echo $! > "$PIDFILE"
+  wait_for ready "kafka" 90 || die "kafka: the broker did not become ready within 90 s (logs: $DIR/broker.log, $DIR/broker.out)"
+  log "kafka: ready on $HOST:$PORT"
+}
+
+stop() {
+  [ -f "$PIDFILE" ] || return 0
+  local pid; pid="$(cat "$PIDFILE")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    wait_for "! kill -0 $pid" "kafka to exit" 30 || kill -9 "$pid" 2>/dev/null || true
+    log "kafka: stopped"
+  fi
+  rm -f "$PIDFILE"; rm -rf "$DATA"
+}
+
+case "${1:-start}" in
+  install) install ;; start) start ;; stop) stop ;;
+  status) ready && echo "kafka up at $HOST:$PORT" || { echo "kafka down"; exit 1; } ;;
+  *) die "usage: kafka.sh install|start|stop|status" ;;
+esac

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what is missing, type-checks, starts (or
+# reuses) Redis and Kafka, runs the unit and integration tests, and prints one summary line.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/install.sh
+echo "[test] type-check" >&2
+npx tsc -p tsconfig.json --noEmit
+bash scripts/services/up.sh
+mkdir -p .cache
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/test-results.json "$@" || status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(".cache/test-results.json", "utf8"));
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
+' || true
+exit $status

@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+/** The `indexer` command line: worker, produce, search, export, dlq, demo. */
+import { Command, InvalidArgumentError } from 'commander';
+import { createKafka } from '../ingest/kafka.js';
+import { ensureTopic, produceLines, readLines } from '../ingest/produce.js';
+import { createLogger } from '../observability/logger.js';
+import { ROLES, type Role } from '../pipeline/pipeline.js';
+import { runWorkerProcess } from '../pipeline/worker-process.js';
+import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
+import { createRedis } from '../queue/connection.js';
+import { configOrExit } from './context.js';
+import { runDemo } from './demo.js';
+import { exportRecords } from './export.js';
+import { formatHits, searchText } from './search.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
+}
+
+function roles(value: string): Role[] {
+  const list = value.split(',').map((r) => r.trim());
+  for (const r of list) if (!(ROLES as readonly string[]).includes(r)) throw new InvalidArgumentError(`unknown role "${r}": use ${ROLES.join(', ')}`);
+  return list as Role[];
+}
+
+const program = new Command()
+  .name('indexer')
+  .description('Incremental embedding indexer: Kafka change events in, a vector collection kept in sync.\nEvery setting comes from the environment; see the README for the list.')
+  .showHelpAfterError();
+
+program
+  .command('worker')
+  .description('run the pipeline: all roles, or some of them (scale each role on its own)')
+  .option('--role <roles>', `comma-separated roles (${ROLES.join(', ')})`, roles, [...ROLES])
+  .action(async (opts: { role: Role[] }) => {
+    await runWorkerProcess(opts.role);
+  });
+
+program
+  .command('produce')
+  .description('send NDJSON change events (one per line) to Kafka, keyed by item id')
+  .argument('<file>', 'NDJSON file, or - for standard input')
+  .option('--topic <topic>', 'topic (default: the first of KAFKA_TOPICS)')
+  .option('--create-topic <partitions>', 'create the topic with this many partitions when missing', positiveInt)
+  .action(async (file: string, opts: { topic?: string; createTopic?: number }) => {
+    const config = configOrExit();
+    const logger = createLogger(config.observability.logLevel);
+    const kafka = createKafka(config.kafka, logger);
+    const topic = opts.topic ?? (config.kafka.topics[0] as string);
+    if (opts.createTopic) await ensureTopic(kafka, topic, opts.createTopic);
+    let last = Date.now();
+    const sent = await produceLines(kafka, topic, readLines(file), {
+      idField: config.events.idField,
+      onProgress: ({ sent: n }) => {
+        if (Date.now() - last > 2000) {
+          last = Date.now();
+          process.stderr.write(`sent ${n} events\n`);
+        }
+      },
+    });
+    process.stdout.write(`sent ${sent} events to ${topic}\n`);
+  });
+
+program
+  .command('search')
+  .description('nearest items to a text, with their metadata')
+  .argument('<text>', 'the query text')
+  .option('--limit <n>', 'how many results', positiveInt, 10)
+  .option('--json', 'print the hits as JSON lines')
+  .action(async (text: string, opts: { limit: number; json?: boolean }) => {
+    const hits = await searchText(configOrExit(), text, opts.limit);
+    process.stdout.write(opts.json ? hits.map((h) => JSON.stringify(h)).join('\n').concat(hits.length ? '\n' : '') : formatHits(hits));
+  });
+
+program
+  .command('export')
+  .description('every record in the sink as NDJSON: item id, version, content hash, payload')
+  .option('--vectors', 'include the vectors')
+  .action(async (opts: { vectors?: boolean }) => {
+    const count = await exportRecords(configOrExit(), process.stdout, opts.vectors ?? false);
+    process.stderr.write(`exported ${count} records\n`);
+  });
+
+program
+  .command('dlq')
+  .description('dead-letter store: list the events and jobs that could not be indexed')
+  .command('list')
+  .option('--limit <n>', 'how many entries', positiveInt, 20)
+  .action(async (opts: { limit: number }) => {
+    const config = configOrExit();
+    const redis = createRedis(config.redis.url, 'indexer-cli');
+    try {
+      const store = new DeadLetterStore(redis, config.redis.prefix);
+      const entries = await store.list(opts.limit);
+      process.stdout.write(`${await store.count()} dead letters\n`);
+      for (const e of entries) {
+        process.stdout.write(`${JSON.stringify({ id: e.id, at: e.at, stage: e.stage, code: e.code, reason: e.reason, item_id: e.itemId, source: e.source, original: e.original.toString('utf8').slice(0, 500) })}\n`);
+      }
+    } finally {
+      await redis.quit();
+    }
+  });
+
+program
+  .command('demo')
+  .description('start the local services, load the sample catalog, index it, run searches')
+  .option('--catalog <file>', 'NDJSON change events', 'data/sample-catalog.ndjson')
+  .option('--no-services', 'do not start the local services (they are already running)')
+  .option('--timeout <seconds>', 'give up after this long', positiveInt, 600)
+  .action(async (opts: { catalog: string; services: boolean; timeout: number }) => {
+    await runDemo({ catalog: opts.catalog, startServices: opts.services, timeoutMs: opts.timeout * 1000 });
+    process.exit(0);
+  });
+
+program.parseAsync().catch((error: unknown) => {
+  process.stderr.write(`indexer: ${(error as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,194 @@
+import { ConfigError } from '../core/errors.js';
+import { rawValue, SETTINGS, type SettingName, type SettingValues } from './settings.js';
+
+export type Distance = 'cosine' | 'dot' | 'euclid';
+
+/** The compiled configuration every component receives: validated once, defaults resolved. */
+export interface Config {
+  kafka: {
+    brokers: string[];
+    topics: string[];
+    groupId: string;
+    clientId: string;
+    fromBeginning: boolean;
+    ssl: boolean;
+    sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string } | undefined;
+  };
+  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number };
+  events: {
+    idField: string;
+    opField: string;
+    versionField: string;
+    updatedAtField: string;
+    textField: string;
+    textTemplate: string | undefined;
+    metadataField: string;
+    maxBytes: number;
+  };
+  embeddings: {
+    provider: 'openai' | 'local';
+    baseUrl: string;
+    apiKey: string | undefined;
+    model: string;
+    dimensions: number;
+    /** Send `dimensions` in the request: only when the user chose it (not every server accepts it). */
+    sendDimensions: boolean;
+    batchSize: number;
+    timeoutMs: number;
+    encoding: 'base64' | 'float';
+  };
+  sink: {
+    kind: 'qdrant' | 'lancedb';
+    collection: string;
+    distance: Distance;
+    qdrant: { url: string; apiKey: string | undefined; timeoutMs: number } | undefined;
+    lancedb: { uri: string };
+  };
+  workers: {
+    embedConcurrency: number;
+    embedLingerMs: number;
+    writeConcurrency: number;
+    writeBatchSize: number;
+    writeLingerMs: number;
+  };
+  observability: { logLevel: string; metricsPort: number | undefined };
+}
+
+export const LOCAL_MODEL = 'local-hash-v1';
+export const LOCAL_DIMENSIONS = 384;
+export const OPENAI_DEFAULT_MODEL = 'text-embedding-3-small';
+export const OPENAI_DEFAULT_BASE_URL = 'https://api.openai.com/v1';
+/** Native sizes of well-known models, so the dimension need not be configured for them. */
+const KNOWN_DIMENSIONS: Record<string, number> = {
+  'text-embedding-3-small': 1536,
+  'text-embedding-3-large': 3072,
+  'text-embedding-ada-002': 1536,
+};
+
+function parseSettings(env: NodeJS.ProcessEnv): SettingValues {
+  const problems: { variable: string; message: string }[] = [];
+  const values: Record<string, unknown> = {};
+  for (const key of Object.keys(SETTINGS) as SettingName[]) {
+    let raw: string | undefined;
+    try {
+      raw = rawValue(env, key);
+    } catch (error) {
+      problems.push({ variable: `${key}_FILE`, message: `cannot read the file: ${(error as Error).message}` });
+      continue;
+    }
+    const parsed = SETTINGS[key].schema.safeParse(raw);
+    if (parsed.success) {
+      values[key] = parsed.data;
+    } else {
+      const shown = SETTINGS[key].secret ? '(secret, not shown)' : JSON.stringify(raw);
+      const reason = parsed.error.issues.map((i) => i.message).join('; ');
+      const fix = SETTINGS[key].default === undefined ? 'unset it or fix it' : `unset it for the default ${JSON.stringify(SETTINGS[key].default)}`;
+      problems.push({ variable: key, message: `${reason}; got ${shown} (${SETTINGS[key].doc} ${fix})` });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return values as SettingValues;
+}
+
+/** Parses and validates the whole configuration; throws one ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const s = parseSettings(env);
+  const problems: { variable: string; message: string }[] = [];
+
+  const provider =
+    s.EMBEDDINGS_PROVIDER === 'auto' ? (s.EMBEDDINGS_BASE_URL || s.EMBEDDINGS_API_KEY ? 'openai' : 'local') : s.EMBEDDINGS_PROVIDER;
+  const model = s.EMBEDDINGS_MODEL ?? (provider === 'local' ? LOCAL_MODEL : OPENAI_DEFAULT_MODEL);
+  const dimensions = s.EMBEDDINGS_DIMENSIONS ?? (provider === 'local' ? LOCAL_DIMENSIONS : KNOWN_DIMENSIONS[model]);
+  if (dimensions === undefined) {
+    problems.push({ variable: 'EMBEDDINGS_DIMENSIONS', message: `required for model "${model}": set it to the size of its vectors` });
+  }
+  const baseUrl = (s.EMBEDDINGS_BASE_URL ?? OPENAI_DEFAULT_BASE_URL).replace(/\/+$/, '');
+  if (provider === 'openai' && baseUrl === OPENAI_DEFAULT_BASE_URL && !s.EMBEDDINGS_API_KEY) {
+    problems.push({ variable: 'EMBEDDINGS_API_KEY', message: 'required for api.openai.com: set it (or EMBEDDINGS_API_KEY_FILE), or set EMBEDDINGS_BASE_URL to your own server' });
+  }
+
+  const sinkKind = s.SINK === 'auto' ? (s.QDRANT_URL ? 'qdrant' : 'lancedb') : s.SINK;
+  if (sinkKind === 'qdrant' && !s.QDRANT_URL) {
+    problems.push({ variable: 'QDRANT_URL', message: 'required when SINK=qdrant: set it to the Qdrant REST URL, e.g. http://127.0.0.1:6333' });
+  }
+
+  let sasl: Config['kafka']['sasl'];
+  if (s.KAFKA_SASL_MECHANISM !== 'none') {
+    if (!s.KAFKA_SASL_USERNAME || !s.KAFKA_SASL_PASSWORD) {
+      problems.push({ variable: 'KAFKA_SASL_USERNAME', message: `KAFKA_SASL_MECHANISM=${s.KAFKA_SASL_MECHANISM} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD` });
+    } else {
+      sasl = { mechanism: s.KAFKA_SASL_MECHANISM, username: s.KAFKA_SASL_USERNAME, password: s.KAFKA_SASL_PASSWORD };
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return {
+    kafka: {
+      brokers: s.KAFKA_BROKERS,
+      topics: s.KAFKA_TOPICS,
+      groupId: s.KAFKA_GROUP_ID,
+      clientId: s.KAFKA_CLIENT_ID,
+      fromBeginning: s.KAFKA_FROM_BEGINNING,
+      ssl: s.KAFKA_SSL,
+      sasl,
+    },
+    redis: {
+      url: s.REDIS_URL,
+      prefix: s.QUEUE_PREFIX,
+      highWater: s.QUEUE_HIGH_WATER,
+      jobAttempts: s.JOB_ATTEMPTS,
+      jobBackoffMs: s.JOB_BACKOFF_MS,
+    },
+    events: {
+      idField: s.EVENT_ID_FIELD,
+      opField: s.EVENT_OP_FIELD,
+      versionField: s.EVENT_VERSION_FIELD,
+      updatedAtField: s.EVENT_UPDATED_AT_FIELD,
+      textField: s.EVENT_TEXT_FIELD,
+      textTemplate: s.EVENT_TEXT_TEMPLATE?.replace(/\\n/g, '\n').replace(/\\t/g, '\t'),
+      metadataField: s.EVENT_METADATA_FIELD,
+      maxBytes: s.EVENT_MAX_BYTES,
+    },
+    embeddings: {
+      provider,
+      baseUrl,
+      apiKey: s.EMBEDDINGS_API_KEY,
+      model,
+      dimensions: dimensions as number,
+      sendDimensions: s.EMBEDDINGS_DIMENSIONS !== undefined,
+      batchSize: s.EMBEDDINGS_BATCH_SIZE,
+      timeoutMs: s.EMBEDDINGS_TIMEOUT_MS,
+      encoding: s.EMBEDDINGS_ENCODING,
+    },
+    sink: {
+      kind: sinkKind,
+      collection: s.COLLECTION,
+      distance: s.VECTOR_DISTANCE,
+      qdrant: s.QDRANT_URL ? { url: s.QDRANT_URL.replace(/\/+$/, ''), apiKey: s.QDRANT_API_KEY, timeoutMs: s.QDRANT_TIMEOUT_MS } : undefined,
+      lancedb: { uri: s.LANCEDB_URI },
+    },
+    workers: {
+      embedConcurrency: s.EMBED_CONCURRENCY,
+      embedLingerMs: s.EMBED_BATCH_LINGER_MS,
+      writeConcurrency: s.WRITE_CONCURRENCY,
+      writeBatchSize: s.WRITE_BATCH_SIZE,
+      writeLingerMs: s.WRITE_BATCH_LINGER_MS,
+    },
+    observability: { logLevel: s.LOG_LEVEL, metricsPort: s.METRICS_PORT },
+  };
+}
+
+/** The config as it may be shown: secrets replaced, passwords cut out of URLs. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  return JSON.parse(
+    JSON.stringify(config, (key, value: unknown) => {
+      if (['apiKey', 'password'].includes(key) && value !== undefined) return '[redacted]';
+      if (key === 'url' && typeof value === 'string') return redactUrl(value);
+      return value;
+    }),
+  ) as Record<string, unknown>;
+}
+
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, (_m, cred: string) => `//${cred.includes(':') ? `${cred.split(':')[0]}:[redacted]` : '[redacted]'}@`);
+}

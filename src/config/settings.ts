@@ -1,0 +1,117 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/**
+ * Every setting the indexer reads, in one table: environment variable, schema, default and the
+ * sentence the README shows. `scripts/config-table.ts` prints the README's table from this list and
+ * a unit test fails when the README falls behind it.
+ */
+export interface Setting<T> {
+  schema: z.ZodType<T>;
+  /** As the user would write it in the environment; undefined means "unset" is valid. */
+  default: string | undefined;
+  doc: string;
+  /** Never logged; may also be read from the file named by `<NAME>_FILE`. */
+  secret?: boolean;
+  group: string;
+}
+
+const bool = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['true', 'false', '1', '0', 'yes', 'no'].includes(v), 'expected true or false')
+  .transform((v) => ['true', '1', 'yes'].includes(v));
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+$/, 'expected a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+const list = z
+  .string()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+  .pipe(z.array(z.string()).min(1, 'expected at least one entry'));
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+const httpUrl = z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' });
+const name = z.string().trim().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-" only');
+
+function setting<T>(group: string, schema: z.ZodType<T>, defaultValue: string | undefined, doc: string, secret = false): Setting<T> {
+  return { group, schema, default: defaultValue, doc, secret };
+}
+
+export const SETTINGS = {
+  // Kafka ingest
+  KAFKA_BROKERS: setting('kafka', list, '127.0.0.1:9092', 'Kafka bootstrap servers, comma-separated host:port.'),
+  KAFKA_TOPICS: setting('kafka', list, 'catalog.changes', 'Topics holding change events, comma-separated.'),
+  KAFKA_GROUP_ID: setting('kafka', name, 'embedding-indexer', 'Consumer group of the ingest role; replicas share it.'),
+  KAFKA_CLIENT_ID: setting('kafka', name, 'embedding-indexer', 'Client id sent to the brokers.'),
+  KAFKA_FROM_BEGINNING: setting('kafka', bool, 'true', 'A new consumer group starts at the earliest offset (false: only new events).'),
+  KAFKA_SSL: setting('kafka', bool, 'false', 'Connect to the brokers over TLS.'),
+  KAFKA_SASL_MECHANISM: setting('kafka', z.enum(['none', 'plain', 'scram-sha-256', 'scram-sha-512']), 'none', 'SASL mechanism for the brokers.'),
+  KAFKA_SASL_USERNAME: setting('kafka', optionalString, undefined, 'SASL user name.'),
+  KAFKA_SASL_PASSWORD: setting('kafka', optionalString, undefined, 'SASL password (or KAFKA_SASL_PASSWORD_FILE).', true),
+
+  // Redis / queues
+  REDIS_URL: setting('redis', z.string().regex(/^rediss?:\/\//, 'expected redis://[user:password@]host:port[/db] or rediss://'), 'redis://127.0.0.1:6379', 'Redis holding the queues; a password in the URL is redacted in logs.', true),
+  QUEUE_PREFIX: setting('redis', name, 'indexer', 'Prefix of every Redis key the indexer writes; separate deployments on one Redis need different prefixes.'),
+  QUEUE_HIGH_WATER: setting('redis', int(1), '20000', 'Ingest pauses while the embed queue holds more waiting jobs than this, and resumes below it.'),
+  JOB_ATTEMPTS: setting('redis', int(1, 100), '8', 'Attempts per embed or write job before it goes to the dead-letter store.'),
+  JOB_BACKOFF_MS: setting('redis', int(1), '1000', 'First retry delay of a failed job; doubles per attempt.'),
+
+  // Change-event mapping
+  EVENT_ID_FIELD: setting('events', z.string().min(1), 'id', 'Field holding the item id (dotted paths allowed, e.g. "after.sku").'),
+  EVENT_OP_FIELD: setting('events', z.string().min(1), 'op', 'Field holding the operation ("upsert" or "delete"; absent means upsert).'),
+  EVENT_VERSION_FIELD: setting('events', z.string().min(1), 'version', 'Field holding the per-item monotonic version (integer).'),
+  EVENT_UPDATED_AT_FIELD: setting('events', z.string().min(1), 'updated_at', 'Field holding the change time (ISO 8601); orders events that carry no version.'),
+  EVENT_TEXT_FIELD: setting('events', z.string().min(1), 'text', 'Field holding the text to embed, when EVENT_TEXT_TEMPLATE is unset.'),
+  EVENT_TEXT_TEMPLATE: setting('events', optionalString, undefined, 'Builds the text from fields instead, e.g. "{fields.title}\\n{fields.description}". A missing field renders as empty.'),
+  EVENT_METADATA_FIELD: setting('events', z.string().min(1), 'metadata', 'Field holding the metadata stored as payload beside the vector.'),
+  EVENT_MAX_BYTES: setting('events', int(64), '1048576', 'Larger events go to the dead-letter store.'),
+
+  // Embeddings
+  EMBEDDINGS_PROVIDER: setting('embeddings', z.enum(['auto', 'openai', 'local']), 'auto', '"openai" (any OpenAI-compatible /v1/embeddings), "local" (offline hashing embedder, lexical only), or "auto": openai when EMBEDDINGS_BASE_URL or EMBEDDINGS_API_KEY is set, else local.'),
+  EMBEDDINGS_BASE_URL: setting('embeddings', httpUrl.optional(), undefined, 'Base URL of the OpenAI-compatible API, up to and including /v1 (default https://api.openai.com/v1 for the openai provider).'),
+  EMBEDDINGS_API_KEY: setting('embeddings', optionalString, undefined, 'API key, sent as a Bearer token (or EMBEDDINGS_API_KEY_FILE).', true),
+  EMBEDDINGS_MODEL: setting('embeddings', z.string().min(1).optional(), undefined, 'Model name (default text-embedding-3-small for openai, local-hash-v1 for local).'),
+  EMBEDDINGS_DIMENSIONS: setting('embeddings', int(1, 65536).optional(), undefined, 'Vector size (default 1536 for openai, 384 for local). Sent to the API as "dimensions" when set explicitly.'),
+  EMBEDDINGS_BATCH_SIZE: setting('embeddings', int(1, 2048), '128', 'Most inputs per embeddings request.'),
+  EMBEDDINGS_TIMEOUT_MS: setting('embeddings', int(100), '60000', 'Timeout of one embeddings request.'),
+  EMBEDDINGS_ENCODING: setting('embeddings', z.enum(['base64', 'float']), 'base64', 'encoding_format asked of the API; every answer is read by its shape either way.'),
+
+  // Sinks
+  SINK: setting('sink', z.enum(['auto', 'qdrant', 'lancedb']), 'auto', 'Vector sink: "auto" is qdrant when QDRANT_URL is set, else lancedb.'),
+  COLLECTION: setting('sink', name, 'items', 'Qdrant collection (or alias) / LanceDB table name.'),
+  VECTOR_DISTANCE: setting('sink', z.enum(['cosine', 'dot', 'euclid']), 'cosine', 'Distance of the collection; an existing collection with another distance stops the writer.'),
+  QDRANT_URL: setting('sink', httpUrl.optional(), undefined, 'Qdrant REST URL, e.g. http://127.0.0.1:6333.'),
+  QDRANT_API_KEY: setting('sink', optionalString, undefined, 'Qdrant API key (or QDRANT_API_KEY_FILE).', true),
+  QDRANT_TIMEOUT_MS: setting('sink', int(100), '30000', 'Timeout of one Qdrant request.'),
+  LANCEDB_URI: setting('sink', z.string().min(1), '.data/lancedb', 'LanceDB database directory (local path or object-store URI).'),
+
+  // Workers
+  EMBED_CONCURRENCY: setting('workers', int(1, 10000), '256', 'Embed jobs held at once per process; they are grouped into batches of EMBEDDINGS_BATCH_SIZE.'),
+  EMBED_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial embeddings batch waits for more jobs.'),
+  WRITE_CONCURRENCY: setting('workers', int(1, 10000), '256', 'Write jobs held at once per process; grouped into sink batches.'),
+  WRITE_BATCH_SIZE: setting('workers', int(1, 10000), '128', 'Most points per sink write (Qdrant advises 64-256).'),
+  WRITE_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial sink batch waits for more jobs.'),
+
+  // Observability
+  LOG_LEVEL: setting('observability', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'pino log level.'),
+  METRICS_PORT: setting('observability', int(0, 65535).optional(), undefined, 'Serve Prometheus metrics on this port at /metrics (unset: off).'),
+} satisfies Record<string, Setting<unknown>>;
+
+export type SettingName = keyof typeof SETTINGS;
+export type SettingValues = { [K in SettingName]: z.output<(typeof SETTINGS)[K]['schema']> };
+
+/** Reads `<NAME>_FILE` for secrets (Docker/Kubernetes secrets), trailing newline removed. */
+export function rawValue(env: NodeJS.ProcessEnv, key: SettingName): string | undefined {
+  const direct = env[key];
+  if (direct !== undefined && direct !== '') return direct;
+  const file = SETTINGS[key].secret ? env[`${key}_FILE`] : undefined;
+  if (file) return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  return SETTINGS[key].default;
+}

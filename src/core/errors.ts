@@ -1,0 +1,133 @@
+/**
+ * Every error the indexer raises on purpose. The code names the outcome, `canRetry` is the
+ * instruction to whoever catches it (the retry wrapper, the queue boundary): a retryable error may
+ * heal by itself (timeouts, 429, 5xx, an unreachable sink); a non-retryable one never will (bad
+ * input, a wrong dimension, an exhausted quota) and goes to the dead-letter store or stops the process.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'EVENT_INVALID'
+  | 'EMBEDDINGS_UNAVAILABLE'
+  | 'EMBEDDINGS_RATE_LIMITED'
+  | 'EMBEDDINGS_QUOTA_EXHAUSTED'
+  | 'EMBEDDINGS_REJECTED'
+  | 'EMBEDDINGS_BAD_RESPONSE'
+  | 'VECTOR_INVALID'
+  | 'SINK_UNAVAILABLE'
+  | 'SINK_REJECTED'
+  | 'SINK_SCHEMA_MISMATCH';
+
+export interface IndexerErrorOptions {
+  canRetry: boolean;
+  cause?: unknown;
+  /** The server told us how long to wait (Retry-After); the retry policy waits at least this. */
+  retryAfterMs?: number;
+  details?: Record<string, unknown>;
+}
+
+export class IndexerError extends Error {
+  readonly code: ErrorCode;
+  readonly canRetry: boolean;
+  readonly retryAfterMs: number | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: IndexerErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.canRetry = options.canRetry;
+    this.retryAfterMs = options.retryAfterMs;
+    this.details = options.details;
+  }
+}
+
+/** A setting is missing or malformed: the process must not start. */
+export class ConfigError extends IndexerError {
+  constructor(readonly problems: { variable: string; message: string }[]) {
+    super(
+      'CONFIG_INVALID',
+      `invalid configuration:\n${problems.map((p) => `  ${p.variable}: ${p.message}`).join('\n')}`,
+      { canRetry: false },
+    );
+  }
+}
+
+/** A change event that can never be indexed as it is; it goes to the dead-letter store. */
+export class InvalidEventError extends IndexerError {
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super('EVENT_INVALID', message, { canRetry: false, details: field === undefined ? undefined : { field } });
+  }
+}
+
+export class EmbeddingsError extends IndexerError {}
+export class VectorError extends IndexerError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('VECTOR_INVALID', message, { canRetry: false, details });
+  }
+}
+export class SinkError extends IndexerError {}
+export class SchemaMismatchError extends IndexerError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('SINK_SCHEMA_MISMATCH', message, { canRetry: false, details });
+  }
+}
+
+const RETRYABLE_SYSTEM_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
+
+function* causeChain(error: unknown): Generator<unknown> {
+  const seen = new Set<unknown>();
+  let current: unknown = error;
+  while (current !== undefined && current !== null && !seen.has(current)) {
+    seen.add(current);
+    yield current;
+    current = (current as { cause?: unknown }).cause;
+  }
+}
+
+/**
+ * Retry only when nothing in the cause chain says it cannot succeed, and something says it may:
+ * our own errors by their flag, network failures by their system code. Unknown errors are not
+ * retried: a bug retried is a bug multiplied.
+ */
+export function isRetryable(error: unknown): boolean {
+  let retryable = false;
+  for (const link of causeChain(error)) {
+    if (link instanceof IndexerError) {
+      if (!link.canRetry) return false;
+      retryable = true;
+    } else if (typeof (link as { code?: unknown }).code === 'string' && RETRYABLE_SYSTEM_CODES.has((link as { code: string }).code)) {
+      retryable = true;
+    }
+  }
+  return retryable;
+}
+
+/** The longest Retry-After anywhere in the chain, if any. */
+export function retryAfterOf(error: unknown): number | undefined {
+  let longest: number | undefined;
+  for (const link of causeChain(error)) {
+    if (link instanceof IndexerError && link.retryAfterMs !== undefined) {
+      longest = Math.max(longest ?? 0, link.retryAfterMs);
+    }
+  }
+  return longest;
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,100 @@
+/** What one item of a batch came to: batches report per item, so one bad item never fails the rest. */
+export type Outcome<O> = { ok: true; value: O } | { ok: false; error: unknown };
+
+export interface MicroBatcherOptions<I, O> {
+  maxSize: number;
+  /** How long a partial batch waits for more items before it runs anyway. */
+  lingerMs: number;
+  /** Runs one batch; returns one outcome per item, in order. Throwing fails every item of the batch. */
+  run: (items: I[]) => Promise<Outcome<O>[]>;
+  /** Batches running at once; items arriving meanwhile wait and form the next batch. Default: no limit. */
+  maxConcurrent?: number;
+}
+
+interface Waiting<I, O> {
+  item: I;
+  resolve: (value: O) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Turns many concurrent single-item calls (one per BullMQ job) into few batch calls: the queue
+ * keeps per-item retries and dead-lettering, the provider and the sink see batches.
+ */
+export class MicroBatcher<I, O> {
+  private waiting: Waiting<I, O>[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly running = new Set<Promise<void>>();
+
+  constructor(private readonly options: MicroBatcherOptions<I, O>) {}
+
+  submit(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.waiting.push({ item, resolve, reject });
+      if (this.waiting.length >= this.options.maxSize) this.flush();
+      else this.timer ??= setTimeout(() => this.flush(), this.options.lingerMs);
+    });
+  }
+
+  /** Starts every waiting item now, as far as maxConcurrent allows; the rest start as batches finish. */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const limit = this.options.maxConcurrent ?? Number.POSITIVE_INFINITY;
+    while (this.waiting.length > 0 && this.running.size < limit) {
+      const batch = this.waiting.splice(0, this.options.maxSize);
+      const run: Promise<void> = this.runBatch(batch).finally(() => {
+        this.running.delete(run);
+        // Items that waited for a free slot have lingered long enough: start them now.
+        if (this.waiting.length > 0) this.flush();
+      });
+      this.running.add(run);
+    }
+  }
+
+  /** Flushes and waits until every started batch has settled. */
+  async drain(): Promise<void> {
+    this.flush();
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  private async runBatch(batch: Waiting<I, O>[]): Promise<void> {
+    let outcomes: Outcome<O>[];
+    try {
+      outcomes = await this.options.run(batch.map((w) => w.item));
+    } catch (error) {
+      for (const w of batch) w.reject(error);
+      return;
+    }
+    batch.forEach((w, i) => {
+      const outcome = outcomes[i];
+      if (outcome === undefined) w.reject(new Error('batch returned fewer outcomes than items'));
+      else if (outcome.ok) w.resolve(outcome.value);
+      else w.reject(outcome.error);
+    });
+  }
+}
+
+/**
+ * Runs `attempt` on the whole list; when it fails with an error `shouldSplit` accepts, halves the
+ * list and tries again, down to single items. A poison item costs log2(n) extra calls, not n.
+ */
+export async function isolateFailures<I, O>(
+  items: I[],
+  attempt: (items: I[]) => Promise<O[]>,
+  shouldSplit: (error: unknown) => boolean,
+): Promise<Outcome<O>[]> {
+  if (items.length === 0) return [];
+  try {
+    const values = await attempt(items);
+    return values.map((value) => ({ ok: true, value }));
+  } catch (error) {
+    if (items.length === 1 || !shouldSplit(error)) return items.map(() => ({ ok: false, error }));
+    const middle = Math.ceil(items.length / 2);
+    const [left, right] = await Promise.all([
+      isolateFailures(items.slice(0, middle), attempt, shouldSplit),
+      isolateFailures(items.slice(middle), attempt, shouldSplit),
+    ]);
+    return [...left, ...right];
+  }
+}

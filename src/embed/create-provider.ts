@@ -1,0 +1,17 @@
+import type { Config } from '../config/config.js';
+import { LocalHashProvider } from './local-hash-provider.js';
+import { OpenAIProvider } from './openai-provider.js';
+import type { EmbeddingProvider } from './provider.js';
+
+export function createProvider(config: Config['embeddings']): EmbeddingProvider {
+  if (config.provider === 'local') return new LocalHashProvider(config.model, config.dimensions);
+  return new OpenAIProvider({
+    baseUrl: config.baseUrl,
+    apiKey: config.apiKey,
+    model: config.model,
+    dimensions: config.dimensions,
+    sendDimensions: config.sendDimensions,
+    encoding: config.encoding,
+    timeoutMs: config.timeoutMs,
+  });
+}

@@ -1,0 +1,133 @@
+import type { Queue } from 'bullmq';
+import { IndexerError, isRetryable } from '../core/errors.js';
+import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
+import { withRetry, type RetryPolicy } from '../core/retry.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { encodeVector, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import { contentHash } from './content-hash.js';
+import type { EmbeddingProvider } from './provider.js';
+import { checkVector } from './vectors.js';
+
+export interface EmbedStageOptions {
+  provider: EmbeddingProvider;
+  writeQueue: Queue<WriteJobData>;
+  batchSize: number;
+  lingerMs: number;
+  logger: Logger;
+  metrics: Metrics;
+  /** In-process retries of one embeddings request before the job itself is failed and retried. */
+  retryPolicy?: RetryPolicy;
+}
+
+export interface EmbedTask {
+  jobId: string;
+  data: EmbedJobData;
+}
+
+/**
+ * Embed jobs arrive one by one (one BullMQ job per item); they are grouped into embeddings
+ * requests, and every embedded item becomes one job on the write queue, which holds its vector
+ * until the sink has it: a sink outage never makes us pay for the same text twice.
+ */
+export class EmbedStage {
+  private readonly batcher: MicroBatcher<EmbedTask, void>;
+
+  constructor(private readonly options: EmbedStageOptions) {
+    this.batcher = new MicroBatcher({ maxSize: options.batchSize, lingerMs: options.lingerMs, run: (tasks) => this.runBatch(tasks) });
+  }
+
+  process(task: EmbedTask): Promise<void> {
+    return this.batcher.submit(task);
+  }
+
+  drain(): Promise<void> {
+    return this.batcher.drain();
+  }
+
+  private async runBatch(tasks: EmbedTask[]): Promise<Outcome<void>[]> {
+    const { provider } = this.options;
+    const outcomes: Outcome<void>[] = tasks.map(() => ({ ok: true, value: undefined }));
+    const writes: { name: string; data: WriteJobData; opts: { jobId: string } }[] = [];
+    const writtenIndex: number[] = [];
+
+    // Identical texts (of different items) are sent once.
+    const uniqueTexts = [...new Set(tasks.flatMap((t) => (t.data.op === 'upsert' && t.data.text !== undefined ? [t.data.text] : [])))];
+    const embedded = new Map<string, Outcome<Float32Array>>();
+    const results = await this.embedIsolating(uniqueTexts);
+    uniqueTexts.forEach((text, i) => embedded.set(text, results[i] as Outcome<Float32Array>));
+
+    const embeddedAt = new Date().toISOString();
+    tasks.forEach((task, i) => {
+      const d = task.data;
+      let write: WriteJobData;
+      if (d.op === 'delete') {
+        write = { itemId: d.itemId, op: 'delete', version: d.version, updatedAt: d.updatedAt, metadata: {}, contentHash: undefined, model: undefined, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt };
+      } else {
+        const result = embedded.get(d.text as string);
+        if (!result?.ok) {
+          outcomes[i] = { ok: false, error: result?.error ?? new Error('text was not embedded') };
+          return;
+        }
+        try {
+          checkVector(result.value, provider.dimensions, d.itemId);
+        } catch (error) {
+          outcomes[i] = { ok: false, error };
+          return;
+        }
+        write = {
+          itemId: d.itemId,
+          op: 'upsert',
+          version: d.version,
+          updatedAt: d.updatedAt,
+          metadata: d.metadata,
+          contentHash: contentHash(d.text as string, provider.model, provider.dimensions),
+          model: provider.model,
+          vector: encodeVector(result.value),
+          embeddedAt,
+          acceptedAt: d.acceptedAt,
+        };
+      }
+      writes.push({ name: write.op, data: write, opts: { jobId: task.jobId } });
+      writtenIndex.push(i);
+    });
+
+    if (writes.length > 0) {
+      // If Redis refuses, every item of the batch fails and is retried by the queue.
+      await this.options.writeQueue.addBulk(writes);
+      this.options.metrics.jobsEnqueued.inc({ queue: 'write' }, writes.length);
+    }
+    return outcomes;
+  }
+
+  /** Embeds texts; a request the provider rejects is split until the offending input is alone. */
+  private async embedIsolating(texts: string[]): Promise<Outcome<Float32Array>[]> {
+    const { provider, metrics, logger } = this.options;
+    return isolateFailures(
+      texts,
+      async (batch) => {
+        metrics.batchSize.observe({ stage: 'embed' }, batch.length);
+        try {
+          const result = await withRetry(() => provider.embed(batch), {
+            policy: this.options.retryPolicy,
+            onRetry: ({ attempt, delayMs, error }) => logger.warn({ attempt, delayMs, err: (error as Error).message }, 'embeddings request failed; retrying'),
+          });
+          metrics.embeddingRequests.inc({ model: provider.model, outcome: 'ok' });
+          metrics.embeddingInputs.inc({ model: provider.model }, batch.length);
+          metrics.embeddingTokens.inc({ model: provider.model }, result.usage.totalTokens);
+          return result.vectors;
+        } catch (error) {
+          metrics.embeddingRequests.inc({ model: provider.model, outcome: error instanceof IndexerError ? error.code : 'error' });
+          throw error;
+        }
+      },
+      (error) => !isRetryable(error) && error instanceof IndexerError && error.code === 'EMBEDDINGS_REJECTED' && isInputError(error),
+    );
+  }
+}
+
+/** 400/413/422 blame the input; 401/403 blame the credentials and splitting would not help. */
+function isInputError(error: IndexerError): boolean {
+  const status = error.details?.status;
+  return status === 400 || status === 413 || status === 422;
+}

@@ -1,0 +1,190 @@
+import { InvalidEventError } from '../core/errors.js';
+import type { Config } from '../config/config.js';
+
+export type Operation = 'upsert' | 'delete';
+
+/** A change event after validation and field mapping: the only shape the pipeline sees. */
+export interface ChangeEvent {
+  itemId: string;
+  op: Operation;
+  /** Orders the item's events: the version field, else updated_at in ms, else the Kafka timestamp. */
+  version: number;
+  versionSource: 'version' | 'updated_at' | 'kafka_timestamp';
+  /** ISO 8601, as the producer sent it, when it did. */
+  updatedAt: string | undefined;
+  /** The text to embed (templated already); undefined for deletes. */
+  text: string | undefined;
+  metadata: Record<string, unknown>;
+}
+
+export type EventMapping = Config['events'];
+
+export interface RawMessage {
+  key: Buffer | null;
+  value: Buffer | null;
+  /** Kafka record timestamp in ms: the last resort for ordering. */
+  timestampMs: number;
+}
+
+const MAX_ID_LENGTH = 512;
+
+/** Reads `a.b.c` from nested objects; a key that itself contains dots is tried whole first. */
+export function readPath(source: unknown, path: string): unknown {
+  if (source === null || typeof source !== 'object') return undefined;
+  const record = source as Record<string, unknown>;
+  if (path in record) return record[path];
+  let current: unknown = source;
+  for (const part of path.split('.')) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Record<string, unknown>)[part];
+  }
+  return current;
+}
+
+function renderValue(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) return value.map(renderValue).filter(Boolean).join(', ');
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+/**
+ * `{title}\n{description}`: each `{path}` is replaced by that field; `{{` and `}}` are literal
+ * braces. `filled` counts the placeholders that found a value: a template whose fields are all
+ * missing renders only its punctuation, which is nothing worth embedding.
+ */
+export function renderTemplate(template: string, event: unknown): { text: string; filled: number } {
+  let filled = 0;
+  const text = template
+    .replace(/\{\{|\}\}|\{([^{}]+)\}/g, (match, path: string | undefined) => {
+      if (match === '{{') return '{';
+      if (match === '}}') return '}';
+      const value = renderValue(readPath(event, (path ?? '').trim()));
+      if (value.trim() !== '') filled++;
+      return value;
+    })
+    .trim();
+  return { text, filled };
+}
+
+function parseItemId(body: Record<string, unknown>, key: Buffer | null, mapping: EventMapping): string {
+  const raw = readPath(body, mapping.idField);
+  const keyText = key === null || key.length === 0 ? undefined : key.toString('utf8');
+  let id: string;
+  if (raw === undefined || raw === null) {
+    if (keyText === undefined) {
+      throw new InvalidEventError(`the item id is missing: field "${mapping.idField}" is absent and the message has no key (set EVENT_ID_FIELD to the field holding the id)`, mapping.idField);
+    }
+    id = keyText;
+  } else if (typeof raw === 'string') {
+    id = raw;
+  } else if (typeof raw === 'number' && Number.isSafeInteger(raw)) {
+    id = String(raw);
+  } else {
+    throw new InvalidEventError(`field "${mapping.idField}" must be a string or an integer, got ${JSON.stringify(raw)}`, mapping.idField);
+  }
+  if (id.length === 0 || id.length > MAX_ID_LENGTH) {
+    throw new InvalidEventError(`field "${mapping.idField}" must be 1 to ${MAX_ID_LENGTH} characters long, got ${id.length}`, mapping.idField);
+  }
+  if (keyText !== undefined && keyText !== id) {
+    // Per-item ordering rests on key = item id: a mismatch would let two partitions hold one item.
+    throw new InvalidEventError(`message key ${JSON.stringify(keyText)} differs from field "${mapping.idField}" ${JSON.stringify(id)}: produce with key = item id`, mapping.idField);
+  }
+  return id;
+}
+
+function parseOp(body: Record<string, unknown>, mapping: EventMapping): Operation {
+  const raw = readPath(body, mapping.opField);
+  if (raw === undefined || raw === null) return 'upsert';
+  if (raw === 'upsert' || raw === 'delete') return raw;
+  throw new InvalidEventError(`field "${mapping.opField}" must be "upsert" or "delete" (or absent, meaning upsert), got ${JSON.stringify(raw)}`, mapping.opField);
+}
+
+function parseVersion(body: Record<string, unknown>, mapping: EventMapping): number | undefined {
+  const raw = readPath(body, mapping.versionField);
+  if (raw === undefined || raw === null) return undefined;
+  const value = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : raw;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidEventError(`field "${mapping.versionField}" must be a non-negative integer (at most 2^53-1), got ${JSON.stringify(raw)}`, mapping.versionField);
+  }
+  return value;
+}
+
+function parseUpdatedAt(body: Record<string, unknown>, mapping: EventMapping): { iso: string; ms: number } | undefined {
+  const raw = readPath(body, mapping.updatedAtField);
+  if (raw === undefined || raw === null) return undefined;
+  const ms = typeof raw === 'string' ? Date.parse(raw) : Number.NaN;
+  if (Number.isNaN(ms)) {
+    throw new InvalidEventError(`field "${mapping.updatedAtField}" must be an ISO 8601 date-time string, got ${JSON.stringify(raw)}`, mapping.updatedAtField);
+  }
+  return { iso: raw as string, ms };
+}
+
+function parseText(body: Record<string, unknown>, mapping: EventMapping): string {
+  if (mapping.textTemplate !== undefined) {
+    const { text, filled } = renderTemplate(mapping.textTemplate, body);
+    if (filled === 0 || text.length === 0) {
+      throw new InvalidEventError(`the text template ${JSON.stringify(mapping.textTemplate)} renders empty for this event: check EVENT_TEXT_TEMPLATE against the event's fields`, 'EVENT_TEXT_TEMPLATE');
+    }
+    return text;
+  }
+  const raw = readPath(body, mapping.textField);
+  if (typeof raw !== 'string') {
+    throw new InvalidEventError(
+      raw === undefined
+        ? `an upsert needs text: field "${mapping.textField}" is absent (set EVENT_TEXT_FIELD, or EVENT_TEXT_TEMPLATE to build it from other fields)`
+        : `field "${mapping.textField}" must be a string, got ${typeof raw}`,
+      mapping.textField,
+    );
+  }
+  if (raw.trim().length === 0) throw new InvalidEventError(`field "${mapping.textField}" is empty: there is nothing to embed`, mapping.textField);
+  return raw;
+}
+
+function parseMetadata(body: Record<string, unknown>, mapping: EventMapping): Record<string, unknown> {
+  const raw = readPath(body, mapping.metadataField);
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new InvalidEventError(`field "${mapping.metadataField}" must be a JSON object, got ${Array.isArray(raw) ? 'an array' : typeof raw}`, mapping.metadataField);
+  }
+  return raw as Record<string, unknown>;
+}
+
+/** Validates one Kafka message; throws InvalidEventError naming the field and the fix. */
+export function parseChangeEvent(message: RawMessage, mapping: EventMapping): ChangeEvent {
+  if (message.value === null) {
+    throw new InvalidEventError('the message has no value (a Kafka tombstone): send {"op":"delete", ...} to delete an item', 'value');
+  }
+  if (message.value.length > mapping.maxBytes) {
+    throw new InvalidEventError(`the event is ${message.value.length} bytes, over EVENT_MAX_BYTES=${mapping.maxBytes}`, 'value');
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(message.value.toString('utf8'));
+  } catch (error) {
+    throw new InvalidEventError(`the value is not valid JSON: ${(error as Error).message}`, 'value');
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new InvalidEventError('the value must be a JSON object', 'value');
+  }
+  const record = body as Record<string, unknown>;
+  const itemId = parseItemId(record, message.key, mapping);
+  const op = parseOp(record, mapping);
+  const version = parseVersion(record, mapping);
+  const updatedAt = parseUpdatedAt(record, mapping);
+  const ordering =
+    version !== undefined
+      ? { version, versionSource: 'version' as const }
+      : updatedAt !== undefined
+        ? { version: updatedAt.ms, versionSource: 'updated_at' as const }
+        : { version: message.timestampMs, versionSource: 'kafka_timestamp' as const };
+  return {
+    itemId,
+    op,
+    ...ordering,
+    updatedAt: updatedAt?.iso,
+    text: op === 'upsert' ? parseText(record, mapping) : undefined,
+    metadata: op === 'upsert' ? parseMetadata(record, mapping) : {},
+  };
+}

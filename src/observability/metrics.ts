@@ -1,0 +1,24 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The pipeline's metrics, on a registry of its own (no prom-client globals), so that tests and
+ * several pipelines in one process never share counters.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly eventsConsumed = new Counter({ name: 'indexer_events_consumed_total', help: 'Change events read from Kafka', registers: [this.registry] });
+  readonly eventsInvalid = new Counter({ name: 'indexer_events_invalid_total', help: 'Change events sent to the dead-letter store at ingest', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly jobsEnqueued = new Counter({ name: 'indexer_jobs_enqueued_total', help: 'Jobs added to a queue', labelNames: ['queue'] as const, registers: [this.registry] });
+  readonly embeddingRequests = new Counter({ name: 'indexer_embedding_requests_total', help: 'Embeddings API requests', labelNames: ['model', 'outcome'] as const, registers: [this.registry] });
+  readonly embeddingInputs = new Counter({ name: 'indexer_embedding_inputs_total', help: 'Texts sent to the embeddings API', labelNames: ['model'] as const, registers: [this.registry] });
+  readonly embeddingTokens = new Counter({ name: 'indexer_embedding_tokens_total', help: 'Tokens billed by the embeddings API (from usage)', labelNames: ['model'] as const, registers: [this.registry] });
+  readonly sinkWrites = new Counter({ name: 'indexer_sink_points_total', help: 'Points written to or deleted from the sink', labelNames: ['sink', 'op'] as const, registers: [this.registry] });
+  readonly deadLettered = new Counter({ name: 'indexer_dead_lettered_total', help: 'Entries added to the dead-letter store', labelNames: ['stage'] as const, registers: [this.registry] });
+  readonly batchSize = new Histogram({ name: 'indexer_batch_size', help: 'Items per embeddings request or sink write', labelNames: ['stage'] as const, buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], registers: [this.registry] });
+  readonly eventToSinkSeconds = new Histogram({ name: 'indexer_event_to_sink_seconds', help: 'From ingest to the sink acknowledging the write', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers: [this.registry] });
+
+  withDefaultMetrics(): this {
+    collectDefaultMetrics({ register: this.registry, prefix: 'indexer_' });
+    return this;
+  }
+}

@@ -1,0 +1,130 @@
+import { Queue, Worker } from 'bullmq';
+import type { Config } from '../config/config.js';
+import { Releasers } from '../core/lifecycle.js';
+import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
+import { createProvider } from '../embed/create-provider.js';
+import { EmbedStage } from '../embed/embed-stage.js';
+import type { EmbeddingProvider } from '../embed/provider.js';
+import { IngestConsumer } from '../ingest/ingest-consumer.js';
+import { createKafka } from '../ingest/kafka.js';
+import type { Logger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { createRedis } from '../queue/connection.js';
+import { atJobBoundary } from '../queue/job-boundary.js';
+import { EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import { createSink } from '../sinks/create-sink.js';
+import type { VectorSink } from '../sinks/vector-sink.js';
+import { ItemStateStore } from '../write/item-state.js';
+import { WriteStage } from '../write/write-stage.js';
+
+export const ROLES = ['ingest', 'embed', 'write'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface PipelineOptions {
+  roles: readonly Role[];
+  logger: Logger;
+  metrics?: Metrics;
+  /** Injected by tests and the demo; otherwise built from the config. */
+  provider?: EmbeddingProvider;
+  sink?: VectorSink;
+}
+
+export interface Pipeline {
+  readonly roles: readonly Role[];
+  readonly metrics: Metrics;
+  readonly deadLetters: DeadLetterStore;
+  readonly embedQueue: Queue<EmbedJobData>;
+  readonly writeQueue: Queue<WriteJobData>;
+  /** Present when this process runs the write role. */
+  readonly sink: VectorSink | undefined;
+  /** Stops taking work, finishes what is in hand, releases everything. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds the roles this process runs. Each role can run alone (scale each on its own) or all
+ * together; they only meet through Kafka, the two queues and the sink.
+ */
+export async function startPipeline(config: Config, options: PipelineOptions): Promise<Pipeline> {
+  const { logger } = options;
+  const metrics = options.metrics ?? new Metrics();
+  const releasers = new Releasers();
+  const onCloseError = (name: string, error: unknown) => logger.error({ resource: name, err: (error as Error).message }, 'error while closing');
+  try {
+    const redis = createRedis(config.redis.url, `indexer-${options.roles.join('+')}`);
+    releasers.add('redis', () => redis.quit());
+    const prefix = config.redis.prefix;
+    const embedQueue = new Queue<EmbedJobData>(EMBED_QUEUE, { connection: redis, prefix });
+    releasers.add('embed queue', () => embedQueue.close());
+    const writeQueue = new Queue<WriteJobData>(WRITE_QUEUE, { connection: redis, prefix });
+    releasers.add('write queue', () => writeQueue.close());
+    const deadLetters = new DeadLetterStore(redis, prefix);
+    const deps = { deadLetters, logger, metrics };
+
+    let sink: VectorSink | undefined;
+    if (options.roles.includes('write')) {
+      const writeSink = options.sink ?? createSink(config.sink, config.embeddings.dimensions);
+      sink = writeSink;
+      // Invariant 4: refuse to start against a collection of another size or distance.
+      await writeSink.open();
+      releasers.add('sink', () => writeSink.close());
+      const stage = new WriteStage({ sink: writeSink, state: new ItemStateStore(redis, prefix), batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, logger: logger.child({ role: 'write' }), metrics });
+      const worker = new Worker<WriteJobData>(WRITE_QUEUE, (job) => atJobBoundary(job, 'write', deps, () => stage.process(job.data)), {
+        connection: redis,
+        prefix,
+        concurrency: config.workers.writeConcurrency,
+      });
+      worker.on('error', (error) => logger.error({ role: 'write', err: error.message }, 'write worker error'));
+      releasers.add('write worker', async () => {
+        await worker.close();
+        await stage.drain();
+      });
+    }
+
+    if (options.roles.includes('embed')) {
+      const provider = options.provider ?? createProvider(config.embeddings);
+      if (!options.provider) releasers.add('embeddings provider', () => provider.close());
+      const stage = new EmbedStage({
+        provider,
+        writeQueue,
+        batchSize: config.embeddings.batchSize,
+        lingerMs: config.workers.embedLingerMs,
+        logger: logger.child({ role: 'embed' }),
+        metrics,
+      });
+      const worker = new Worker<EmbedJobData>(EMBED_QUEUE, (job) => atJobBoundary(job, 'embed', deps, () => stage.process({ jobId: job.id as string, data: job.data })), {
+        connection: redis,
+        prefix,
+        concurrency: config.workers.embedConcurrency,
+        // A batch may wait on a slow or rate-limited API; do not let BullMQ call its jobs stalled.
+        lockDuration: Math.max(30_000, config.embeddings.timeoutMs * 2),
+      });
+      worker.on('error', (error) => logger.error({ role: 'embed', err: error.message }, 'embed worker error'));
+      releasers.add('embed worker', async () => {
+        await worker.close();
+        await stage.drain();
+      });
+      logger.info({ provider: provider.kind, model: provider.model, dimensions: provider.dimensions }, 'embed role started');
+    }
+
+    if (options.roles.includes('ingest')) {
+      const kafka = createKafka(config.kafka, logger);
+      const ingest = new IngestConsumer({ kafka, config, embedQueue, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
+      releasers.add('ingest', () => ingest.close());
+      await ingest.start();
+    }
+
+    return {
+      roles: options.roles,
+      metrics,
+      deadLetters,
+      embedQueue,
+      writeQueue,
+      sink,
+      close: () => releasers.close(onCloseError),
+    };
+  } catch (error) {
+    await releasers.close(onCloseError);
+    throw error;
+  }
+}

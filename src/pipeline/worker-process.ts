@@ -1,0 +1,83 @@
+import { createServer, type Server } from 'node:http';
+import { describeConfig, loadConfig, type Config } from '../config/config.js';
+import { ConfigError } from '../core/errors.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { startPipeline, type Role } from './pipeline.js';
+
+/** After the first signal, how long a graceful drain may take before the process exits anyway. */
+const SHUTDOWN_GRACE_MS = 30_000;
+
+/**
+ * A long-lived worker process: one signal handler, the first SIGTERM/SIGINT drains (stop consuming,
+ * finish in-hand batches, commit), a second signal or the grace timeout forces the exit.
+ */
+export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw error;
+  }
+  const logger = createLogger(config.observability.logLevel, { service: 'embedding-indexer', roles: roles.join(',') });
+  logger.info({ config: describeConfig(config) }, 'starting');
+  const metrics = new Metrics().withDefaultMetrics();
+  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, config.observability.metricsPort, logger);
+
+  let pipeline: Awaited<ReturnType<typeof startPipeline>>;
+  try {
+    pipeline = await startPipeline(config, { roles, logger, metrics });
+  } catch (error) {
+    logger.fatal({ err: (error as Error).message, code: (error as { code?: string }).code }, 'could not start');
+    metricsServer?.close();
+    process.exit(1);
+  }
+  logger.info({ roles }, 'running');
+
+  let signals = 0;
+  const shutdown = (signal: string) => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    logger.info({ signal }, 'draining (send the signal again to force)');
+    setTimeout(() => {
+      logger.error({ graceMs: SHUTDOWN_GRACE_MS }, 'drain took too long: exiting');
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS).unref();
+    void pipeline
+      .close()
+      .then(() => {
+        metricsServer?.close();
+        logger.info('stopped');
+        logger.flush();
+        process.exit(0);
+      })
+      .catch((error: unknown) => {
+        logger.error({ err: (error as Error).message }, 'error while stopping');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+function serveMetrics(metrics: Metrics, port: number, logger: Logger): Server {
+  const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      void metrics.registry.metrics().then((body) => {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType });
+        res.end(body);
+      });
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  server.listen(port, () => logger.info({ port }, 'metrics on /metrics'));
+  return server;
+}

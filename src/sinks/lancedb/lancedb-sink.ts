@@ -1,0 +1,189 @@
+import * as lancedb from '@lancedb/lancedb';
+import { Field, FixedSizeList, Float32, Float64, Schema, Utf8 } from 'apache-arrow';
+import { SchemaMismatchError, SinkError } from '../../core/errors.js';
+import type { Distance } from '../../config/config.js';
+import { pointId } from '../point-id.js';
+import type { CollectionSpec, Payload, SearchHit, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+
+const LANCE_DISTANCE: Record<Distance, 'cosine' | 'dot' | 'l2'> = { cosine: 'cosine', dot: 'dot', euclid: 'l2' };
+const DISTANCE_KEY = 'indexer.distance';
+/** Every this many commits the table is compacted: each merge-insert adds a small fragment. */
+const OPTIMIZE_EVERY_COMMITS = 200;
+
+type Row = {
+  id: string;
+  item_id: string;
+  vector: number[] | Float32Array;
+  version: number;
+  content_hash: string;
+  model: string;
+  source_updated_at: string | null;
+  embedded_at: string;
+  indexed_at: string;
+  /** The item's metadata as JSON: LanceDB tables have a fixed schema, metadata does not. */
+  metadata: string;
+};
+
+/**
+ * LanceDB, embedded: the default sink for local runs and small deployments. One writer process per
+ * table (LanceDB commits are optimistic; concurrent writers from many processes would conflict).
+ */
+export class LanceDbSink implements VectorSink {
+  readonly kind = 'lancedb' as const;
+  private db: lancedb.Connection | undefined;
+  private table: lancedb.Table | undefined;
+  private commits = 0;
+
+  constructor(
+    readonly collection: CollectionSpec,
+    private readonly uri: string,
+  ) {}
+
+  async open(): Promise<void> {
+    const { name, dimensions, distance } = this.collection;
+    this.db = await this.call('connect', () => lancedb.connect(this.uri));
+    const names = await this.db.tableNames();
+    if (!names.includes(name)) {
+      try {
+        await this.db.createEmptyTable(name, tableSchema(dimensions, distance), { mode: 'create', existOk: true });
+      } catch (error) {
+        throw new SinkError('SINK_UNAVAILABLE', `could not create LanceDB table "${name}" in ${this.uri}: ${(error as Error).message}`, { canRetry: true, cause: error });
+      }
+    }
+    this.table = await this.db.openTable(name);
+    const schema = await this.table.schema();
+    const vectorField = schema.fields.find((f) => f.name === 'vector');
+    const size = vectorField?.type instanceof FixedSizeList ? vectorField.type.listSize : (vectorField?.type as { listSize?: number } | undefined)?.listSize;
+    const storedDistance = schema.metadata.get(DISTANCE_KEY);
+    if (size !== dimensions || storedDistance !== distance) {
+      throw new SchemaMismatchError(
+        `LanceDB table "${name}" in ${this.uri} holds ${size ?? 'unknown'}-dimensional ${storedDistance ?? 'unknown-distance'} vectors, but the configured embeddings model gives ${dimensions}-dimensional ${distance} vectors. ` +
+          'Point COLLECTION at a new table (re-index into it), or fix EMBEDDINGS_DIMENSIONS / VECTOR_DISTANCE',
+        { expected: { size: dimensions, distance }, actual: { size, distance: storedDistance } },
+      );
+    }
+  }
+
+  async upsert(records: SinkRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const rows = records.map(toRow);
+    await this.call('upsert rows', () => this.requireTable().mergeInsert('id').whenMatchedUpdateAll().whenNotMatchedInsertAll().execute(rows));
+    await this.afterCommit();
+  }
+
+  async delete(itemIds: string[]): Promise<void> {
+    if (itemIds.length === 0) return;
+    await this.call('delete rows', () => this.requireTable().delete(idPredicate(itemIds)));
+    await this.afterCommit();
+  }
+
+  async retrieve(itemIds: string[], options: { withVectors?: boolean } = {}): Promise<StoredRecord[]> {
+    if (itemIds.length === 0) return [];
+    const rows = (await this.call('read rows', () => this.requireTable().query().where(idPredicate(itemIds)).toArray())) as Row[];
+    return rows.map((row) => fromRow(row, options.withVectors ?? false));
+  }
+
+  async search(vector: Float32Array, limit: number): Promise<SearchHit[]> {
+    const distance = this.collection.distance;
+    const rows = (await this.call('search', () =>
+      this.requireTable().vectorSearch(Array.from(vector)).distanceType(LANCE_DISTANCE[distance]).limit(limit).toArray(),
+    )) as (Row & { _distance: number })[];
+    return rows.map((row) => ({ ...fromRow(row, false), score: distance === 'euclid' ? Math.sqrt(row._distance) : 1 - row._distance }));
+  }
+
+  async *scan(options: { withVectors?: boolean; pageSize?: number } = {}): AsyncIterable<StoredRecord> {
+    const table = this.requireTable();
+    for await (const batch of table.query()) {
+      for (const row of batch.toArray() as unknown as Row[]) yield fromRow(row, options.withVectors ?? false);
+    }
+  }
+
+  async count(): Promise<number> {
+    return this.call('count rows', () => this.requireTable().countRows());
+  }
+
+  async close(): Promise<void> {
+    this.table?.close();
+    this.db?.close();
+    this.table = undefined;
+    this.db = undefined;
+  }
+
+  private requireTable(): lancedb.Table {
+    if (!this.table) throw new Error('LanceDbSink used before open()');
+    return this.table;
+  }
+
+  private async afterCommit(): Promise<void> {
+    this.commits++;
+    if (this.commits % OPTIMIZE_EVERY_COMMITS === 0) {
+      // Compaction merges small fragments; old versions older than a minute are dropped.
+      await this.call('optimize', () => this.requireTable().optimize({ cleanupOlderThan: new Date(Date.now() - 60_000) }));
+    }
+  }
+
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      if (error instanceof SinkError) throw error;
+      // LanceDB errors are I/O or commit conflicts: worth retrying; bad rows are caught before.
+      throw new SinkError('SINK_UNAVAILABLE', `LanceDB could not ${what} in ${this.uri}: ${(error as Error).message}`, { canRetry: true, cause: error });
+    }
+  }
+}
+
+function tableSchema(dimensions: number, distance: Distance): Schema {
+  return new Schema(
+    [
+      new Field('id', new Utf8(), false),
+      new Field('item_id', new Utf8(), false),
+      new Field('vector', new FixedSizeList(dimensions, new Field('item', new Float32(), true)), false),
+      new Field('version', new Float64(), false),
+      new Field('content_hash', new Utf8(), false),
+      new Field('model', new Utf8(), false),
+      new Field('source_updated_at', new Utf8(), true),
+      new Field('embedded_at', new Utf8(), false),
+      new Field('indexed_at', new Utf8(), false),
+      new Field('metadata', new Utf8(), false),
+    ],
+    new Map([[DISTANCE_KEY, distance]]),
+  );
+}
+
+function idPredicate(itemIds: string[]): string {
+  // Point ids are UUIDs: nothing in them needs escaping.
+  return `id IN (${itemIds.map((id) => `'${pointId(id)}'`).join(', ')})`;
+}
+
+function toRow(record: SinkRecord): Row {
+  const { item_id, version, content_hash, model, source_updated_at, embedded_at, indexed_at, ...metadata } = record.payload;
+  return {
+    id: pointId(record.itemId),
+    item_id,
+    vector: Array.from(record.vector),
+    version,
+    content_hash,
+    model,
+    source_updated_at,
+    embedded_at,
+    indexed_at,
+    metadata: JSON.stringify(metadata),
+  };
+}
+
+function fromRow(row: Row, withVectors: boolean): StoredRecord {
+  const payload: Payload = {
+    ...(JSON.parse(row.metadata) as Record<string, unknown>),
+    item_id: row.item_id,
+    version: row.version,
+    content_hash: row.content_hash,
+    model: row.model,
+    source_updated_at: row.source_updated_at ?? null,
+    embedded_at: row.embedded_at,
+    indexed_at: row.indexed_at,
+  };
+  const record: StoredRecord = { itemId: row.item_id, payload };
+  if (withVectors) record.vector = Array.from(row.vector as ArrayLike<number>);
+  return record;
+}

@@ -1,0 +1,11 @@
+import { v5 as uuidv5 } from 'uuid';
+
+/**
+ * Qdrant accepts only unsigned integers and UUIDs as point ids, so every sink derives a UUIDv5 from
+ * the item id over this fixed namespace. Never change it: every stored point would move.
+ */
+export const POINT_ID_NAMESPACE = '6f1c3a4e-2b7d-5e8f-9a0b-1c2d3e4f5a6b';
+
+export function pointId(itemId: string): string {
+  return uuidv5(itemId, POINT_ID_NAMESPACE);
+}

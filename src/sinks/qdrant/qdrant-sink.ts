@@ -1,0 +1,156 @@
+import { QdrantClient } from '@qdrant/js-client-rest';
+import { SchemaMismatchError, SinkError } from '../../core/errors.js';
+import type { Distance } from '../../config/config.js';
+import { pointId } from '../point-id.js';
+import type { CollectionSpec, Payload, SearchHit, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+
+const QDRANT_DISTANCE: Record<Distance, 'Cosine' | 'Dot' | 'Euclid'> = { cosine: 'Cosine', dot: 'Dot', euclid: 'Euclid' };
+
+export interface QdrantSinkOptions {
+  url: string;
+  apiKey: string | undefined;
+  timeoutMs: number;
+}
+
+/** Qdrant through @qdrant/js-client-rest; every call waits for the write to be applied (wait=true). */
+export class QdrantSink implements VectorSink {
+  readonly kind = 'qdrant' as const;
+  private readonly client: QdrantClient;
+
+  constructor(
+    readonly collection: CollectionSpec,
+    options: QdrantSinkOptions,
+  ) {
+    // checkCompatibility off: the version check runs in the background and only warns; we check
+    // what matters (the collection's vector parameters) in open().
+    this.client = new QdrantClient({ url: options.url, apiKey: options.apiKey, timeout: options.timeoutMs, checkCompatibility: false });
+  }
+
+  async open(): Promise<void> {
+    const { name, dimensions, distance } = this.collection;
+    const exists = await this.call('check the collection', () => this.client.collectionExists(name));
+    if (!exists.exists) {
+      try {
+        await this.client.createCollection(name, { vectors: { size: dimensions, distance: QDRANT_DISTANCE[distance] } });
+      } catch (error) {
+        // Another writer created it between our check and our create: fine, we check it below.
+        if (statusOf(error) !== 409) throw toSinkError('create the collection', error);
+      }
+    }
+    const info = await this.call('read the collection', () => this.client.getCollection(name));
+    const vectors = info.config.params.vectors as { size?: number; distance?: string } | Record<string, unknown> | undefined;
+    if (!vectors || typeof (vectors as { size?: unknown }).size !== 'number') {
+      throw new SchemaMismatchError(`Qdrant collection "${name}" uses named vectors; the indexer writes one unnamed vector. Use another COLLECTION`, { vectors });
+    }
+    const { size, distance: actual } = vectors as { size: number; distance: string };
+    if (size !== dimensions || actual !== QDRANT_DISTANCE[distance]) {
+      throw new SchemaMismatchError(
+        `Qdrant collection "${name}" holds ${size}-dimensional ${actual} vectors, but the configured embeddings model gives ${dimensions}-dimensional ${QDRANT_DISTANCE[distance]} vectors. ` +
+          'Point COLLECTION at a new collection (re-index into it), or fix EMBEDDINGS_DIMENSIONS / VECTOR_DISTANCE',
+        { expected: { size: dimensions, distance: QDRANT_DISTANCE[distance] }, actual: { size, distance: actual } },
+      );
+    }
+  }
+
+  async upsert(records: SinkRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.call('upsert points', () =>
+      this.client.upsert(this.collection.name, {
+        wait: true,
+        points: records.map((r) => ({ id: pointId(r.itemId), vector: Array.from(r.vector), payload: r.payload })),
+      }),
+    );
+  }
+
+  async delete(itemIds: string[]): Promise<void> {
+    if (itemIds.length === 0) return;
+    await this.call('delete points', () => this.client.delete(this.collection.name, { wait: true, points: itemIds.map(pointId) }));
+  }
+
+  async retrieve(itemIds: string[], options: { withVectors?: boolean } = {}): Promise<StoredRecord[]> {
+    if (itemIds.length === 0) return [];
+    const points = await this.call('retrieve points', () =>
+      this.client.retrieve(this.collection.name, { ids: itemIds.map(pointId), with_payload: true, with_vector: options.withVectors ?? false }),
+    );
+    return points.map((p) => toStored(p.payload, p.vector));
+  }
+
+  async search(vector: Float32Array, limit: number): Promise<SearchHit[]> {
+    const result = await this.call('query points', () =>
+      this.client.query(this.collection.name, { query: Array.from(vector), limit, with_payload: true }),
+    );
+    return result.points.map((p) => ({ ...toStored(p.payload, undefined), score: p.score }));
+  }
+
+  async *scan(options: { withVectors?: boolean; pageSize?: number } = {}): AsyncIterable<StoredRecord> {
+    let offset: string | number | undefined | null;
+    do {
+      const page = await this.call('scroll points', () =>
+        this.client.scroll(this.collection.name, {
+          limit: options.pageSize ?? 256,
+          with_payload: true,
+          with_vector: options.withVectors ?? false,
+          ...(offset === undefined || offset === null ? {} : { offset }),
+        }),
+      );
+      for (const p of page.points) yield toStored(p.payload, p.vector);
+      offset = page.next_page_offset as string | number | null | undefined;
+    } while (offset !== undefined && offset !== null);
+  }
+
+  async count(): Promise<number> {
+    const result = await this.call('count points', () => this.client.count(this.collection.name, { exact: true }));
+    return result.count;
+  }
+
+  async close(): Promise<void> {}
+
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw toSinkError(what, error);
+    }
+  }
+}
+
+function toStored(payload: unknown, vector: unknown): StoredRecord {
+  const p = (payload ?? {}) as Payload;
+  const record: StoredRecord = { itemId: String(p.item_id), payload: p };
+  if (Array.isArray(vector)) record.vector = vector as number[];
+  return record;
+}
+
+function statusOf(error: unknown): number | undefined {
+  const status = (error as { status?: unknown }).status;
+  return typeof status === 'number' ? status : undefined;
+}
+
+/** Qdrant's own message from its error body {"status":{"error": "..."}}. */
+function qdrantMessage(error: unknown): string {
+  const data = (error as { data?: { status?: { error?: unknown } } }).data;
+  const fromBody = data?.status?.error;
+  return typeof fromBody === 'string' ? fromBody : (error as Error).message;
+}
+
+function toSinkError(what: string, error: unknown): SinkError {
+  if (error instanceof SinkError) return error;
+  const name = (error as Error).name;
+  if (name === 'QdrantClientResourceExhaustedError') {
+    const seconds = (error as { retry_after?: number }).retry_after ?? 1;
+    return new SinkError('SINK_UNAVAILABLE', `Qdrant rate-limited the request to ${what} (429)`, { canRetry: true, retryAfterMs: seconds * 1000, cause: error });
+  }
+  if (name === 'QdrantClientTimeoutError') {
+    return new SinkError('SINK_UNAVAILABLE', `Qdrant did not answer in time to ${what} (QDRANT_TIMEOUT_MS)`, { canRetry: true, cause: error });
+  }
+  const status = statusOf(error);
+  if (status === undefined) {
+    return new SinkError('SINK_UNAVAILABLE', `could not reach Qdrant to ${what}: ${(error as Error).message}`, { canRetry: true, cause: error });
+  }
+  const retryable = status === 408 || status === 429 || status >= 500;
+  return new SinkError(retryable ? 'SINK_UNAVAILABLE' : 'SINK_REJECTED', `Qdrant answered ${status} to ${what}: ${qdrantMessage(error)}`, {
+    canRetry: retryable,
+    cause: error,
+    details: { status },
+  });
+}

@@ -1,0 +1,67 @@
+import type { Distance } from '../config/config.js';
+
+/** Fields the indexer writes beside the item's metadata; metadata never overrides them. */
+export interface SystemPayload {
+  item_id: string;
+  version: number;
+  content_hash: string;
+  model: string;
+  source_updated_at: string | null;
+  embedded_at: string;
+  indexed_at: string;
+}
+
+export type Payload = SystemPayload & Record<string, unknown>;
+
+export const SYSTEM_FIELDS: readonly (keyof SystemPayload)[] = ['item_id', 'version', 'content_hash', 'model', 'source_updated_at', 'embedded_at', 'indexed_at'];
+
+export interface SinkRecord {
+  itemId: string;
+  vector: Float32Array;
+  payload: Payload;
+}
+
+/** A record as read back from a sink. */
+export interface StoredRecord {
+  itemId: string;
+  payload: Payload;
+  vector?: number[];
+}
+
+export interface SearchHit extends StoredRecord {
+  /** As Qdrant reports it: similarity for cosine and dot (higher is closer), distance for euclid. */
+  score: number;
+}
+
+export interface CollectionSpec {
+  name: string;
+  dimensions: number;
+  distance: Distance;
+}
+
+/**
+ * The port every vector store implements. Writes are idempotent (upserting the same record twice,
+ * deleting a missing item, are no-ops) so that the queue may redeliver them freely.
+ */
+export interface VectorSink {
+  readonly kind: 'qdrant' | 'lancedb';
+  readonly collection: CollectionSpec;
+  /**
+   * Creates the collection when missing; throws SchemaMismatchError when an existing one has
+   * another vector size or distance (invariant 4: the writer refuses to start).
+   */
+  open(): Promise<void>;
+  upsert(records: SinkRecord[]): Promise<void>;
+  delete(itemIds: string[]): Promise<void>;
+  retrieve(itemIds: string[], options?: { withVectors?: boolean }): Promise<StoredRecord[]>;
+  search(vector: Float32Array, limit: number): Promise<SearchHit[]>;
+  /** Every record, in pages; for export and verification. */
+  scan(options?: { withVectors?: boolean; pageSize?: number }): AsyncIterable<StoredRecord>;
+  count(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** The payload as written: metadata first, so that system fields always win a name clash. */
+export function buildPayload(metadata: Record<string, unknown>, system: SystemPayload): Payload {
+  return { ...metadata, ...system };
+}

@@ -1,0 +1,156 @@
+/**
+ * One suite, every sink: LanceDB (embedded), the Qdrant contract server, and a real Qdrant when
+ * QDRANT_URL is set. A sink that passes it can stand behind the VectorSink port.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Distance } from '../../../src/config/config.js';
+import { SchemaMismatchError } from '../../../src/core/errors.js';
+import { LanceDbSink } from '../../../src/sinks/lancedb/lancedb-sink.js';
+import { QdrantSink } from '../../../src/sinks/qdrant/qdrant-sink.js';
+import { buildPayload, type SinkRecord, type VectorSink } from '../../../src/sinks/vector-sink.js';
+import { stubVector } from '../../support/embeddings-stub.js';
+import { QdrantContractServer } from '../../support/qdrant-contract/contract-server.js';
+import { uniqueName } from '../../support/helpers.js';
+
+const DIMENSIONS = 16;
+
+interface SinkFactory {
+  name: string;
+  setUp(): Promise<void>;
+  make(collection: string, dimensions?: number, distance?: Distance): VectorSink;
+  tearDown(): Promise<void>;
+}
+
+const lancedbDir = mkdtempSync(join(tmpdir(), 'lancedb-conformance-'));
+const contract = new QdrantContractServer();
+let contractUrl = '';
+
+const factories: SinkFactory[] = [
+  {
+    name: 'lancedb',
+    setUp: async () => {},
+    make: (collection, dimensions = DIMENSIONS, distance = 'cosine') => new LanceDbSink({ name: collection, dimensions, distance }, lancedbDir),
+    tearDown: async () => rmSync(lancedbDir, { recursive: true, force: true }),
+  },
+  {
+    name: 'qdrant (contract server)',
+    setUp: async () => {
+      contractUrl = await contract.start();
+    },
+    make: (collection, dimensions = DIMENSIONS, distance = 'cosine') => new QdrantSink({ name: collection, dimensions, distance }, { url: contractUrl, apiKey: undefined, timeoutMs: 5000 }),
+    tearDown: () => contract.stop(),
+  },
+];
+const realQdrant = process.env.QDRANT_URL;
+if (realQdrant) {
+  factories.push({
+    name: `qdrant (real, ${realQdrant})`,
+    setUp: async () => {},
+    make: (collection, dimensions = DIMENSIONS, distance = 'cosine') =>
+      new QdrantSink({ name: collection, dimensions, distance }, { url: realQdrant, apiKey: process.env.QDRANT_API_KEY || undefined, timeoutMs: 10_000 }),
+    tearDown: async () => {},
+  });
+}
+
+function record(itemId: string, version: number, text: string, metadata: Record<string, unknown> = {}): SinkRecord {
+  return {
+    itemId,
+    vector: stubVector(text, DIMENSIONS),
+    payload: buildPayload(metadata, {
+      item_id: itemId,
+      version,
+      content_hash: `hash-of-${text}`,
+      model: 'stub-embedding',
+      source_updated_at: '2026-11-20T10:00:00Z',
+      embedded_at: '2026-11-20T10:00:01.000Z',
+      indexed_at: '2026-11-20T10:00:02.000Z',
+    }),
+  };
+}
+
+describe.each(factories)('VectorSink conformance: $name', (factory) => {
+  const opened: VectorSink[] = [];
+  const open = async (collection = uniqueName('c'), dimensions?: number, distance?: Distance) => {
+    const sink = factory.make(collection, dimensions, distance);
+    await sink.open();
+    opened.push(sink);
+    return sink;
+  };
+
+  beforeAll(() => factory.setUp());
+  afterAll(async () => {
+    for (const sink of opened) await sink.close();
+    await factory.tearDown();
+  });
+
+  it('creates the collection, and opens it again when its schema matches', async () => {
+    const name = uniqueName('c');
+    const sink = await open(name);
+    expect(await sink.count()).toBe(0);
+    await expect(open(name)).resolves.toBeDefined();
+  });
+
+  it('refuses to open a collection of another size or distance', async () => {
+    const name = uniqueName('c');
+    await open(name);
+    await expect(factory.make(name, DIMENSIONS * 2).open()).rejects.toThrow(SchemaMismatchError);
+    await expect(factory.make(name, DIMENSIONS, 'dot').open()).rejects.toThrow(/dot|Dot/);
+  });
+
+  it('upserts, reads back payload and vector, and replaces on a second upsert', async () => {
+    const sink = await open();
+    await sink.upsert([record('sku-1', 1, 'red shoe', { category: 'shoes', price: 10.5, tags: ['a', 'b'] }), record('sku-2', 1, 'blue tent')]);
+    await sink.upsert([record('sku-1', 2, 'red running shoe', { category: 'shoes', price: 12 })]);
+    expect(await sink.count()).toBe(2);
+    const [got] = await sink.retrieve(['sku-1'], { withVectors: true });
+    expect(got?.itemId).toBe('sku-1');
+    expect(got?.payload).toMatchObject({ item_id: 'sku-1', version: 2, content_hash: 'hash-of-red running shoe', model: 'stub-embedding', category: 'shoes', price: 12, source_updated_at: '2026-11-20T10:00:00Z' });
+    expect(got?.payload).not.toHaveProperty('tags');
+    const expected = stubVector('red running shoe', DIMENSIONS);
+    got?.vector?.forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));
+  });
+
+  it('keeps the system fields when metadata uses the same names', async () => {
+    const sink = await open();
+    await sink.upsert([record('sku-1', 3, 'text', { version: 'from-metadata', item_id: 'spoofed', color: 'red' })]);
+    const [got] = await sink.retrieve(['sku-1']);
+    expect(got?.payload).toMatchObject({ item_id: 'sku-1', version: 3, color: 'red' });
+  });
+
+  it('deletes, and deleting a missing item is a no-op', async () => {
+    const sink = await open();
+    await sink.upsert([record('a', 1, 'x'), record('b', 1, 'y')]);
+    await sink.delete(['a', 'never-existed']);
+    expect((await sink.retrieve(['a', 'b'])).map((r) => r.itemId)).toEqual(['b']);
+    expect(await sink.count()).toBe(1);
+  });
+
+  it('accepts any item id: integers, slashes, unicode', async () => {
+    const sink = await open();
+    const ids = ['123', 'sku/1 ü', 'a'.repeat(300), '550e8400-e29b-41d4-a716-446655440000'];
+    await sink.upsert(ids.map((id) => record(id, 1, `text ${id}`)));
+    expect((await sink.retrieve(ids)).map((r) => r.itemId).sort()).toEqual([...ids].sort());
+  });
+
+  it('searches nearest first, with metadata', async () => {
+    const sink = await open();
+    await sink.upsert(['alpha', 'beta', 'gamma', 'delta'].map((t) => record(`id-${t}`, 1, t, { word: t })));
+    const hits = await sink.search(stubVector('gamma', DIMENSIONS), 2);
+    expect(hits).toHaveLength(2);
+    expect(hits[0]).toMatchObject({ itemId: 'id-gamma', payload: { word: 'gamma' } });
+    expect(hits[0]?.score).toBeCloseTo(1, 4);
+    expect(hits[0]?.score as number).toBeGreaterThan(hits[1]?.score as number);
+  });
+
+  it('scans every record across pages', async () => {
+    const sink = await open();
+    const ids = Array.from({ length: 53 }, (_, i) => `item-${i}`);
+    await sink.upsert(ids.map((id) => record(id, 1, id)));
+    const seen: string[] = [];
+    for await (const r of sink.scan({ pageSize: 10 })) seen.push(r.itemId);
+    expect(seen.sort()).toEqual([...ids].sort());
+  });
+});

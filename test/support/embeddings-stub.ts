@@ -1,0 +1,148 @@
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * A stand-in for an OpenAI-compatible embeddings API: POST /v1/embeddings with OpenAI's request
+ * and response shapes (float and base64 encodings, usage, error bodies), deterministic vectors, and
+ * injectable faults. The paid API cannot be called from tests; this is faithful to its wire format.
+ */
+export interface StubFault {
+  status: number;
+  /** OpenAI-style error body by default. */
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface EmbeddingsStubOptions {
+  dimensions?: number;
+  apiKey?: string;
+  latencyMs?: number;
+  /** Answer float arrays whatever encoding_format asked for, as some "compatible" servers do. */
+  ignoreEncodingFormat?: boolean;
+  /** Inputs containing this marker are rejected as too long (400, like OpenAI's context-length error). */
+  rejectMarker?: string;
+}
+
+export interface StubRequest {
+  model: string;
+  inputs: string[];
+  encoding: string;
+  status: number;
+}
+
+/** The stub's vector for a text: seeded by its SHA-256, unit length. Tests compare sinks to it. */
+export function stubVector(text: string, dimensions: number, model = 'stub-embedding'): Float32Array {
+  const vector = new Float32Array(dimensions);
+  let block = Buffer.alloc(0);
+  let counter = 0;
+  for (let i = 0; i < dimensions; i++) {
+    if (block.length < 4) block = createHash('sha256').update(`${model}\u0000${counter++}\u0000${text}`).digest();
+    vector[i] = block.readInt32LE(0) / 2 ** 31;
+    block = block.subarray(4);
+  }
+  const norm = Math.sqrt(vector.reduce((s, v) => s + v * v, 0));
+  return vector.map((v) => v / norm);
+}
+
+/** Rough token count (OpenAI averages about 4 characters a token); the stub's usage numbers. */
+export function stubTokens(text: string): number {
+  return Math.max(1, Math.ceil(text.length / 4));
+}
+
+function openAiError(message: string, type: string, code: string | null = null, param: string | null = null) {
+  return { error: { message, type, param, code } };
+}
+
+export class EmbeddingsStub {
+  readonly requests: StubRequest[] = [];
+  private server: Server | undefined;
+  private faults: StubFault[] = [];
+  options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>;
+
+  constructor(options: EmbeddingsStubOptions = {}) {
+    this.options = { dimensions: 8, latencyMs: 0, ignoreEncodingFormat: false, ...options };
+  }
+
+  async start(port = 0): Promise<string> {
+    this.server = createServer((req, res) => void this.onRequest(req, res));
+    await new Promise<void>((resolve) => this.server?.listen(port, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/v1`;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** The next requests fail with these answers, in order. */
+  failNext(...faults: StubFault[]): void {
+    this.faults.push(...faults);
+  }
+
+  /** Successful requests and the inputs they carried. */
+  get served(): StubRequest[] {
+    return this.requests.filter((r) => r.status === 200);
+  }
+
+  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { 'content-type': 'application/json', ...headers });
+      res.end(JSON.stringify(body));
+    };
+    if (this.options.latencyMs > 0) await sleep(this.options.latencyMs);
+    if (req.method !== 'POST' || !/\/(v1\/)?embeddings$/.test(new URL(req.url ?? '/', 'http://x').pathname)) {
+      return send(404, openAiError(`Invalid URL (${req.method} ${req.url})`, 'invalid_request_error'));
+    }
+    if (this.options.apiKey && req.headers.authorization !== `Bearer ${this.options.apiKey}`) {
+      return send(401, openAiError('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key'));
+    }
+    let body: { model?: unknown; input?: unknown; encoding_format?: unknown; dimensions?: unknown };
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+    } catch {
+      return send(400, openAiError('We could not parse the JSON body of your request.', 'invalid_request_error'));
+    }
+    const inputs = typeof body.input === 'string' ? [body.input] : body.input;
+    const model = typeof body.model === 'string' ? body.model : '';
+    const encoding = body.encoding_format === 'base64' ? 'base64' : 'float';
+    const record = (status: number) => this.requests.push({ model, inputs: Array.isArray(inputs) ? (inputs as string[]) : [], encoding, status });
+
+    const fault = this.faults.shift();
+    if (fault) {
+      record(fault.status);
+      return send(fault.status, fault.body ?? openAiError(`injected ${fault.status}`, fault.status === 429 ? 'requests' : 'server_error'), fault.headers);
+    }
+    if (!model) {
+      record(400);
+      return send(400, openAiError('you must provide a model parameter', 'invalid_request_error', null, 'model'));
+    }
+    if (!Array.isArray(inputs) || inputs.length === 0 || inputs.length > 2048 || inputs.some((i) => typeof i !== 'string' || i.length === 0)) {
+      record(400);
+      return send(400, openAiError("'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", 'invalid_request_error', null, 'input'));
+    }
+    if (this.options.rejectMarker && (inputs as string[]).some((i) => i.includes(this.options.rejectMarker as string))) {
+      record(400);
+      return send(400, openAiError("This model's maximum context length is 8192 tokens, however you requested 9000 tokens (9000 in your prompt; 0 for the completion). Please reduce your prompt; or completion length.", 'invalid_request_error', null, 'input'));
+    }
+    record(200);
+    const dimensions = typeof body.dimensions === 'number' ? body.dimensions : this.options.dimensions;
+    const tokens = (inputs as string[]).reduce((s, t) => s + stubTokens(t), 0);
+    const asBase64 = encoding === 'base64' && !this.options.ignoreEncodingFormat;
+    send(200, {
+      object: 'list',
+      data: (inputs as string[]).map((text, index) => {
+        const vector = stubVector(text, dimensions, model);
+        return { object: 'embedding', index, embedding: asBase64 ? Buffer.from(vector.buffer).toString('base64') : Array.from(vector) };
+      }),
+      model,
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
+    });
+  }
+}

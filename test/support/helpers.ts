@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { Kafka, logLevel } from 'kafkajs';
+import { inject } from 'vitest';
+import { loadConfig, type Config } from '../../src/config/config.js';
+
+/** A name no other test (or earlier run) uses: topics, groups, queue prefixes, collections. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Waits until `check` returns a value other than undefined/false, polling; fails with the last
+ * observation when the deadline passes. Tests wait on conditions, never on fixed sleeps.
+ */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  { timeoutMs = 60_000, intervalMs = 100 }: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+      last = value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    await sleep(intervalMs);
+  }
+}
+
+export function services(): { kafkaBrokers: string; redisUrl: string } {
+  return { kafkaBrokers: inject('kafkaBrokers'), redisUrl: inject('redisUrl') };
+}
+
+/** A config for one test: its own topic, group and queue prefix on the shared services. */
+export function testConfig(env: Record<string, string | undefined> = {}): Config {
+  const { kafkaBrokers, redisUrl } = services();
+  const name = uniqueName('t');
+  return loadConfig({
+    KAFKA_BROKERS: kafkaBrokers,
+    REDIS_URL: redisUrl,
+    KAFKA_TOPICS: name,
+    KAFKA_GROUP_ID: name,
+    QUEUE_PREFIX: name,
+    EMBED_BATCH_LINGER_MS: '20',
+    WRITE_BATCH_LINGER_MS: '20',
+    JOB_BACKOFF_MS: '100',
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
+}
+
+export function testKafka(brokers: string[]): Kafka {
+  return new Kafka({ clientId: 'indexer-tests', brokers, logLevel: logLevel.NOTHING });
+}
+
+/** Deletes every Redis key under a queue prefix (test cleanup). */
+export async function deletePrefix(redisUrl: string, prefix: string): Promise<void> {
+  const redis = new Redis(redisUrl);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export async function deleteTopics(brokers: string[], topics: string[]): Promise<void> {
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    await admin.deleteTopics({ topics, timeout: 10_000 });
+  } catch {
+    // best effort: the local broker is disposable
+  } finally {
+    await admin.disconnect();
+  }
+}
