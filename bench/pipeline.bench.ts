@@ -20,7 +20,7 @@ import { ensureTopic, produceLines } from '../src/ingest/produce.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { startPipeline } from '../src/pipeline/pipeline.js';
 import { createSink } from '../src/sinks/create-sink.js';
-import type { SinkRecord, VectorSink } from '../src/sinks/vector-sink.js';
+import type { PayloadUpdate, SinkDelete, SinkRecord, VectorSink } from '../src/sinks/vector-sink.js';
 import { EmbeddingsStub } from '../test/support/embeddings-stub.js';
 import { QdrantContractServer } from '../test/support/qdrant-contract/contract-server.js';
 
@@ -61,9 +61,14 @@ class TimedSink implements VectorSink {
     await this.inner.upsert(records);
     this.record(records.map((r) => r.itemId));
   }
-  async delete(ids: string[]) {
-    await this.inner.delete(ids);
-    this.record(ids);
+  async delete(deletes: SinkDelete[]) {
+    await this.inner.delete(deletes);
+    this.record(deletes.map((d) => d.itemId));
+  }
+  async updatePayload(updates: PayloadUpdate[]) {
+    const result = await this.inner.updatePayload(updates);
+    this.record(updates.map((u) => u.itemId));
+    return result;
   }
   retrieve(...a: Parameters<VectorSink['retrieve']>) {
     return this.inner.retrieve(...a);

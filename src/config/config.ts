@@ -14,7 +14,7 @@ export interface Config {
     ssl: boolean;
     sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string } | undefined;
   };
-  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number };
+  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number; tombstoneRetentionSeconds: number };
   events: {
     idField: string;
     opField: string;
@@ -138,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       highWater: s.QUEUE_HIGH_WATER,
       jobAttempts: s.JOB_ATTEMPTS,
       jobBackoffMs: s.JOB_BACKOFF_MS,
+      tombstoneRetentionSeconds: s.TOMBSTONE_RETENTION_SECONDS,
     },
     events: {
       idField: s.EVENT_ID_FIELD,

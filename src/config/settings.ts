@@ -60,6 +60,7 @@ export const SETTINGS = {
   REDIS_URL: setting('redis', z.string().regex(/^rediss?:\/\//, 'expected redis://[user:password@]host:port[/db] or rediss://'), 'redis://127.0.0.1:6379', 'Redis holding the queues; a password in the URL is redacted in logs.', true),
   QUEUE_PREFIX: setting('redis', name, 'indexer', 'Prefix of every Redis key the indexer writes; separate deployments on one Redis need different prefixes.'),
   QUEUE_HIGH_WATER: setting('redis', int(1), '20000', 'Ingest pauses while the embed queue holds more waiting jobs than this, and resumes below it.'),
+  TOMBSTONE_RETENTION_SECONDS: setting('redis', int(1), '604800', 'How long a deleted item\'s tombstone (its delete version) is kept; a late upsert older than the delete is ignored while it lasts. Set it longer than any replay or redelivery delay.'),
   JOB_ATTEMPTS: setting('redis', int(1, 100), '8', 'Attempts per embed or write job before it goes to the dead-letter store.'),
   JOB_BACKOFF_MS: setting('redis', int(1), '1000', 'First retry delay of a failed job; doubles per attempt.'),
 

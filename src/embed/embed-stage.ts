@@ -4,7 +4,8 @@ import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batch
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { encodeVector, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import { encodeVector, type defaultJobOptions, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
 import type { EmbeddingProvider } from './provider.js';
 import { checkVector } from './vectors.js';
@@ -12,6 +13,8 @@ import { checkVector } from './vectors.js';
 export interface EmbedStageOptions {
   provider: EmbeddingProvider;
   writeQueue: Queue<WriteJobData>;
+  state: ItemStateStore;
+  jobOptions: ReturnType<typeof defaultJobOptions>;
   batchSize: number;
   lingerMs: number;
   logger: Logger;
@@ -29,6 +32,10 @@ export interface EmbedTask {
  * Embed jobs arrive one by one (one BullMQ job per item); they are grouped into embeddings
  * requests, and every embedded item becomes one job on the write queue, which holds its vector
  * until the sink has it: a sink outage never makes us pay for the same text twice.
+ *
+ * Before anything is sent, each job is checked against the item's state: a job older than the
+ * newest version seen is dropped (a newer job is on its way), and text whose vector the sink
+ * already holds for this model (same content hash) becomes a payload-only write.
  */
 export class EmbedStage {
   private readonly batcher: MicroBatcher<EmbedTask, void>;
@@ -47,12 +54,24 @@ export class EmbedStage {
 
   private async runBatch(tasks: EmbedTask[]): Promise<Outcome<void>[]> {
     const { provider } = this.options;
+    const { metrics } = this.options;
     const outcomes: Outcome<void>[] = tasks.map(() => ({ ok: true, value: undefined }));
-    const writes: { name: string; data: WriteJobData; opts: { jobId: string } }[] = [];
-    const writtenIndex: number[] = [];
+    const writes: { name: string; data: WriteJobData; opts: ReturnType<typeof defaultJobOptions> & { jobId: string } }[] = [];
+    const states = await this.options.state.getMany(tasks.map((t) => t.data.itemId));
+
+    const superseded = (i: number) => {
+      const seen = (states[i] as ItemState).seen;
+      return seen !== undefined && (tasks[i] as EmbedTask).data.version < seen;
+    };
+    const hashes = tasks.map((t) => (t.data.op === 'upsert' ? contentHash(t.data.text as string, provider.model, provider.dimensions) : undefined));
+    const alreadyEmbedded = (i: number) => {
+      const s = states[i] as ItemState;
+      return hashes[i] !== undefined && s.writtenVersion !== undefined && !s.deleted && s.contentHash === hashes[i] && s.model === provider.model;
+    };
+    const needsEmbedding = (i: number) => (tasks[i] as EmbedTask).data.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
 
     // Identical texts (of different items) are sent once.
-    const uniqueTexts = [...new Set(tasks.flatMap((t) => (t.data.op === 'upsert' && t.data.text !== undefined ? [t.data.text] : [])))];
+    const uniqueTexts = [...new Set(tasks.flatMap((t, i) => (needsEmbedding(i) ? [t.data.text as string] : [])))];
     const embedded = new Map<string, Outcome<Float32Array>>();
     const results = await this.embedIsolating(uniqueTexts);
     uniqueTexts.forEach((text, i) => embedded.set(text, results[i] as Outcome<Float32Array>));
@@ -61,6 +80,16 @@ export class EmbedStage {
     tasks.forEach((task, i) => {
       const d = task.data;
       let write: WriteJobData;
+      if (superseded(i)) {
+        metrics.eventsSkipped.inc({ reason: 'superseded' });
+        return;
+      }
+      if (d.op === 'upsert' && alreadyEmbedded(i)) {
+        metrics.embeddingsAvoided.inc();
+        write = { itemId: d.itemId, op: 'payload', version: d.version, updatedAt: d.updatedAt, metadata: d.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt, text: d.text };
+        writes.push({ name: write.op, data: write, opts: { ...this.options.jobOptions, jobId: task.jobId } });
+        return;
+      }
       if (d.op === 'delete') {
         write = { itemId: d.itemId, op: 'delete', version: d.version, updatedAt: d.updatedAt, metadata: {}, contentHash: undefined, model: undefined, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt };
       } else {
@@ -81,15 +110,14 @@ export class EmbedStage {
           version: d.version,
           updatedAt: d.updatedAt,
           metadata: d.metadata,
-          contentHash: contentHash(d.text as string, provider.model, provider.dimensions),
+          contentHash: hashes[i],
           model: provider.model,
           vector: encodeVector(result.value),
           embeddedAt,
           acceptedAt: d.acceptedAt,
         };
       }
-      writes.push({ name: write.op, data: write, opts: { jobId: task.jobId } });
-      writtenIndex.push(i);
+      writes.push({ name: write.op, data: write, opts: { ...this.options.jobOptions, jobId: task.jobId } });
     });
 
     if (writes.length > 0) {

@@ -7,7 +7,8 @@ import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-stor
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { defaultJobOptions, jobIdFor, PRIORITY, type EmbedJobData } from '../queue/jobs.js';
-import { parseChangeEvent } from './change-event.js';
+import type { ItemStateStore } from '../state/item-state.js';
+import { parseChangeEvent, type ChangeEvent } from './change-event.js';
 
 /**
  * INITIALIZED: constructed, not connected. RUNNING: consuming. STOPPING: close() called, the
@@ -19,6 +20,7 @@ export interface IngestOptions {
   kafka: Kafka;
   config: Config;
   embedQueue: Queue<EmbedJobData>;
+  state: ItemStateStore;
   deadLetters: DeadLetterStore;
   logger: Logger;
   metrics: Metrics;
@@ -28,9 +30,11 @@ const ADD_BULK_CHUNK = 500;
 const HIGH_WATER_POLL_MS = 250;
 
 /**
- * Reads change events from Kafka, validates them, and enqueues one embed job per event. Offsets are
- * committed only after Redis accepted the jobs (and the dead letters): a crash before the commit
- * redelivers the batch, and deterministic job ids make the second enqueue a no-op.
+ * Reads change events from Kafka, validates them, and enqueues one embed job per item and batch:
+ * several changes of one item in a batch coalesce into its newest, and a change older than one
+ * already seen (another partition, a replay) is dropped. Offsets are committed only after Redis
+ * accepted the jobs (and the dead letters): a crash before the commit redelivers the batch, and
+ * deterministic job ids make the second enqueue a no-op.
  */
 export class IngestConsumer {
   state: IngestState = 'INITIALIZED';
@@ -80,7 +84,7 @@ export class IngestConsumer {
     if (batch.messages.length === 0) return;
     if (!(await this.waitBelowHighWater(heartbeat, isRunning))) return;
 
-    const jobs: { name: string; data: EmbedJobData; opts: ReturnType<typeof defaultJobOptions> }[] = [];
+    const newest = new Map<string, { event: ChangeEvent; source: EmbedJobData['source'] }>();
     const dead: DeadLetter[] = [];
     const jobOptions = defaultJobOptions(config.redis.jobAttempts, config.redis.jobBackoffMs);
     const acceptedAt = Date.now();
@@ -88,11 +92,8 @@ export class IngestConsumer {
       const source = { topic: batch.topic, partition: batch.partition, offset: message.offset };
       try {
         const event = parseChangeEvent({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
-        jobs.push({
-          name: event.op,
-          data: { ...event, source, acceptedAt },
-          opts: { ...jobOptions, jobId: jobIdFor(event.itemId, event.version, event.op), priority: PRIORITY.live },
-        });
+        const held = newest.get(event.itemId);
+        if (held === undefined || held.event.version <= event.version) newest.set(event.itemId, { event, source });
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
         metrics.eventsInvalid.inc({ reason: error.details?.field === undefined ? 'unknown' : String(error.details.field) });
@@ -107,6 +108,19 @@ export class IngestConsumer {
         });
       }
     }
+
+    const candidates = [...newest.values()];
+    const current = await this.options.state.observe(candidates.map((c) => c.event));
+    const jobs = candidates
+      .filter((_, i) => current[i])
+      .map(({ event, source }) => ({
+        name: event.op,
+        data: { ...event, source, acceptedAt } as EmbedJobData,
+        opts: { ...jobOptions, jobId: jobIdFor(event.itemId, event.version, event.op), priority: PRIORITY.live },
+      }));
+    const parsed = batch.messages.length - dead.length;
+    metrics.eventsSkipped.inc({ reason: 'coalesced' }, parsed - candidates.length);
+    metrics.eventsSkipped.inc({ reason: 'older_than_seen' }, candidates.length - jobs.length);
 
     for (let i = 0; i < jobs.length; i += ADD_BULK_CHUNK) {
       await embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_CHUNK));

@@ -11,10 +11,10 @@ import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { createRedis } from '../queue/connection.js';
 import { atJobBoundary } from '../queue/job-boundary.js';
-import { EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import { defaultJobOptions, EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
 import { createSink } from '../sinks/create-sink.js';
 import type { VectorSink } from '../sinks/vector-sink.js';
-import { ItemStateStore } from '../write/item-state.js';
+import { ItemStateStore } from '../state/item-state.js';
 import { WriteStage } from '../write/write-stage.js';
 
 export const ROLES = ['ingest', 'embed', 'write'] as const;
@@ -33,6 +33,7 @@ export interface Pipeline {
   readonly roles: readonly Role[];
   readonly metrics: Metrics;
   readonly deadLetters: DeadLetterStore;
+  readonly state: ItemStateStore;
   readonly embedQueue: Queue<EmbedJobData>;
   readonly writeQueue: Queue<WriteJobData>;
   /** Present when this process runs the write role. */
@@ -59,6 +60,8 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     const writeQueue = new Queue<WriteJobData>(WRITE_QUEUE, { connection: redis, prefix });
     releasers.add('write queue', () => writeQueue.close());
     const deadLetters = new DeadLetterStore(redis, prefix);
+    const state = new ItemStateStore(redis, prefix, config.redis.tombstoneRetentionSeconds);
+    const jobOptions = defaultJobOptions(config.redis.jobAttempts, config.redis.jobBackoffMs);
     const deps = { deadLetters, logger, metrics };
 
     let sink: VectorSink | undefined;
@@ -68,7 +71,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       // Invariant 4: refuse to start against a collection of another size or distance.
       await writeSink.open();
       releasers.add('sink', () => writeSink.close());
-      const stage = new WriteStage({ sink: writeSink, state: new ItemStateStore(redis, prefix), batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, logger: logger.child({ role: 'write' }), metrics });
+      const stage = new WriteStage({ sink: writeSink, state, embedQueue, jobOptions, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, logger: logger.child({ role: 'write' }), metrics });
       const worker = new Worker<WriteJobData>(WRITE_QUEUE, (job) => atJobBoundary(job, 'write', deps, () => stage.process(job.data)), {
         connection: redis,
         prefix,
@@ -87,6 +90,8 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       const stage = new EmbedStage({
         provider,
         writeQueue,
+        state,
+        jobOptions,
         batchSize: config.embeddings.batchSize,
         lingerMs: config.workers.embedLingerMs,
         logger: logger.child({ role: 'embed' }),
@@ -109,7 +114,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
 
     if (options.roles.includes('ingest')) {
       const kafka = createKafka(config.kafka, logger);
-      const ingest = new IngestConsumer({ kafka, config, embedQueue, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
+      const ingest = new IngestConsumer({ kafka, config, embedQueue, state, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
       releasers.add('ingest', () => ingest.close());
       await ingest.start();
     }
@@ -118,6 +123,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       roles: options.roles,
       metrics,
       deadLetters,
+      state,
       embedQueue,
       writeQueue,
       sink,

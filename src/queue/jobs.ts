@@ -22,10 +22,16 @@ export interface EmbedJobData extends ChangeEvent {
   acceptedAt: number;
 }
 
-/** One item's change with its vector, waiting for the sink: vectors are held here until written. */
+/**
+ * One item's change, waiting for the sink: `upsert` with its vector (held here until written, so a
+ * sink outage never re-buys it), `delete`, or `payload`: the text is unchanged, only the metadata
+ * is written (it carries the text in case the sink turns out to have lost the point).
+ */
+export type WriteOp = Operation | 'payload';
+
 export interface WriteJobData {
   itemId: string;
-  op: Operation;
+  op: WriteOp;
   version: number;
   updatedAt: string | undefined;
   metadata: Record<string, unknown>;
@@ -35,6 +41,8 @@ export interface WriteJobData {
   vector: string | undefined;
   embeddedAt: string | undefined;
   acceptedAt: number;
+  /** Only on `payload` jobs. */
+  text?: string;
 }
 
 /**

@@ -39,9 +39,23 @@ export interface CollectionSpec {
   distance: Distance;
 }
 
+/** A delete, guarded by the version of the change that deleted the item. */
+export interface SinkDelete {
+  itemId: string;
+  version: number;
+}
+
+/** A metadata-only change: the stored vector stays, the payload (with the new version) is replaced. */
+export interface PayloadUpdate {
+  itemId: string;
+  payload: Payload;
+}
+
 /**
  * The port every vector store implements. Writes are idempotent (upserting the same record twice,
- * deleting a missing item, are no-ops) so that the queue may redeliver them freely.
+ * deleting a missing item, are no-ops) so that the queue may redeliver them freely, and guarded by
+ * version inside the store: a write never replaces or deletes a point holding a newer version,
+ * even when two writers race (see docs/ARCHITECTURE.md, "Newest version wins").
  */
 export interface VectorSink {
   readonly kind: 'qdrant' | 'lancedb';
@@ -51,8 +65,12 @@ export interface VectorSink {
    * another vector size or distance (invariant 4: the writer refuses to start).
    */
   open(): Promise<void>;
+  /** Inserts new points; replaces an existing point only when its version is not newer. */
   upsert(records: SinkRecord[]): Promise<void>;
-  delete(itemIds: string[]): Promise<void>;
+  /** Deletes points whose version is not newer than the delete's. */
+  delete(deletes: SinkDelete[]): Promise<void>;
+  /** Replaces the payload of points whose version is not newer; returns the items it does not hold. */
+  updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }>;
   retrieve(itemIds: string[], options?: { withVectors?: boolean }): Promise<StoredRecord[]>;
   search(vector: Float32Array, limit: number): Promise<SearchHit[]>;
   /** Every record, in pages; for export and verification. */

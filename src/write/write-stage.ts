@@ -1,15 +1,19 @@
+import type { Queue } from 'bullmq';
 import { IndexerError, isRetryable } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { decodeVector, type WriteJobData } from '../queue/jobs.js';
-import { buildPayload, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
-import type { ItemStateStore } from './item-state.js';
+import { decodeVector, defaultJobOptions, jobIdFor, PRIORITY, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import { buildPayload, type Payload, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
+import type { ItemStateStore } from '../state/item-state.js';
 
 export interface WriteStageOptions {
   sink: VectorSink;
   state: ItemStateStore;
+  /** Where items go back when the sink turns out to have lost their point. */
+  embedQueue: Queue<EmbedJobData>;
+  jobOptions: ReturnType<typeof defaultJobOptions>;
   batchSize: number;
   lingerMs: number;
   logger: Logger;
@@ -18,10 +22,11 @@ export interface WriteStageOptions {
 }
 
 /**
- * Groups write jobs into sink batches: upserts in one call, deletes in another. Batches run one
- * at a time per process, and a change is written only when it is newer than what the sink holds
- * for its item: redelivered, superseded and out-of-order changes never overwrite a newer vector
- * or resurrect a deleted item.
+ * Groups write jobs into sink batches (upserts, payload-only updates, deletes: one call each).
+ * Batches run one at a time per process, and a change is written only when it is newer than what
+ * the sink holds for its item, by the Redis state and again inside the sink (version guards):
+ * redelivered, superseded and out-of-order changes never overwrite a newer vector or resurrect a
+ * deleted item. The state is updated only after the sink acknowledged.
  */
 export class WriteStage {
   private readonly batcher: MicroBatcher<WriteJobData, void>;
@@ -39,6 +44,7 @@ export class WriteStage {
   }
 
   private async runBatch(items: WriteJobData[]): Promise<Outcome<void>[]> {
+    const { state, metrics } = this.options;
     const outcomes: Outcome<void>[] = items.map(() => ({ ok: true, value: undefined }));
     // Two changes of one item in one batch: only the newest is written (the other is superseded).
     const newest = new Map<string, number>();
@@ -47,23 +53,33 @@ export class WriteStage {
       if (seen === undefined || (items[seen] as WriteJobData).version <= item.version) newest.set(item.itemId, i);
     });
     const candidates = [...newest.values()];
-    const newer = await this.options.state.newerThanWritten(candidates.map((i) => items[i] as WriteJobData));
+    const newer = await state.newerThanWritten(candidates.map((i) => items[i] as WriteJobData));
     const chosen = candidates.filter((_, k) => newer[k]);
-    const upserts = chosen.filter((i) => (items[i] as WriteJobData).op === 'upsert');
-    const deletes = chosen.filter((i) => (items[i] as WriteJobData).op === 'delete');
+    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, items.length - chosen.length);
 
     const indexedAt = new Date().toISOString();
-    const records = upserts.map((i) => toRecord(items[i] as WriteJobData, indexedAt));
-    const [upserted, deleted] = await Promise.all([
-      this.write('upsert', records, (batch) => this.options.sink.upsert(batch)),
-      this.write('delete', deletes.map((i) => (items[i] as WriteJobData).itemId), (batch) => this.options.sink.delete(batch)),
-    ]);
+    const of = (op: WriteJobData['op']) => chosen.filter((i) => (items[i] as WriteJobData).op === op);
+    const upserts = of('upsert');
+    const payloads = of('payload');
+    const deletes = of('delete');
+
+    const upserted = await this.write('upsert', upserts.map((i) => toRecord(items[i] as WriteJobData, indexedAt)), (batch) => this.options.sink.upsert(batch));
+    const lost: number[] = [];
+    const updated = await this.write('payload', payloads.map((i) => ({ itemId: (items[i] as WriteJobData).itemId, payload: toPayload(items[i] as WriteJobData, indexedAt) })), async (batch) => {
+      const { missing } = await this.options.sink.updatePayload(batch);
+      const missingSet = new Set(missing);
+      payloads.forEach((i) => missingSet.has((items[i] as WriteJobData).itemId) && lost.push(i));
+    });
+    const deleted = await this.write('delete', deletes.map((i) => ({ itemId: (items[i] as WriteJobData).itemId, version: (items[i] as WriteJobData).version })), (batch) => this.options.sink.delete(batch));
     upserts.forEach((itemIndex, k) => (outcomes[itemIndex] = upserted[k] as Outcome<void>));
+    payloads.forEach((itemIndex, k) => (outcomes[itemIndex] = updated[k] as Outcome<void>));
     deletes.forEach((itemIndex, k) => (outcomes[itemIndex] = deleted[k] as Outcome<void>));
-    // Only what the sink acknowledged is recorded as written.
-    await this.options.state.recordWritten(
+
+    if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as WriteJobData));
+    const lostSet = new Set(lost);
+    await state.recordWritten(
       chosen
-        .filter((i) => outcomes[i]?.ok)
+        .filter((i) => outcomes[i]?.ok && !lostSet.has(i))
         .map((i) => {
           const item = items[i] as WriteJobData;
           return { itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model };
@@ -72,12 +88,29 @@ export class WriteStage {
 
     const now = Date.now();
     outcomes.forEach((o, i) => {
-      if (o.ok) this.options.metrics.eventToSinkSeconds.observe((now - (items[i] as WriteJobData).acceptedAt) / 1000);
+      if (o.ok) metrics.eventToSinkSeconds.observe((now - (items[i] as WriteJobData).acceptedAt) / 1000);
     });
     return outcomes;
   }
 
-  private write<T>(op: 'upsert' | 'delete', entries: T[], call: (batch: T[]) => Promise<void>): Promise<Outcome<void>[]> {
+  /**
+   * The state said the sink held this text's vector, but the sink has no point: the state forgets
+   * what it claimed and the change goes back to be embedded, rather than being skipped forever.
+   */
+  private async reembed(items: WriteJobData[]): Promise<void> {
+    const { state, embedQueue, jobOptions, logger } = this.options;
+    logger.warn({ items: items.map((i) => i.itemId).slice(0, 20), count: items.length }, 'the sink lost points the state recorded; re-embedding them');
+    await state.forgetWritten(items.map((i) => i.itemId));
+    await embedQueue.addBulk(
+      items.map((item) => ({
+        name: 'upsert',
+        data: { itemId: item.itemId, op: 'upsert', version: item.version, versionSource: 'version', updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt },
+        opts: { ...jobOptions, jobId: `${jobIdFor(item.itemId, item.version, 'upsert')}-lost`, priority: PRIORITY.live },
+      })),
+    );
+  }
+
+  private write<T>(op: 'upsert' | 'payload' | 'delete', entries: T[], call: (batch: T[]) => Promise<void>): Promise<Outcome<void>[]> {
     const { sink, metrics, logger } = this.options;
     return isolateFailures(
       entries,
@@ -96,18 +129,19 @@ export class WriteStage {
   }
 }
 
+function toPayload(item: WriteJobData, indexedAt: string): Payload {
+  return buildPayload(item.metadata, {
+    item_id: item.itemId,
+    version: item.version,
+    content_hash: item.contentHash as string,
+    model: item.model as string,
+    source_updated_at: item.updatedAt ?? null,
+    // Empty on payload-only writes: the sink keeps the stored vector's embedded_at.
+    embedded_at: item.embeddedAt ?? '',
+    indexed_at: indexedAt,
+  });
+}
+
 function toRecord(item: WriteJobData, indexedAt: string): SinkRecord {
-  return {
-    itemId: item.itemId,
-    vector: decodeVector(item.vector as string),
-    payload: buildPayload(item.metadata, {
-      item_id: item.itemId,
-      version: item.version,
-      content_hash: item.contentHash as string,
-      model: item.model as string,
-      source_updated_at: item.updatedAt ?? null,
-      embedded_at: item.embeddedAt as string,
-      indexed_at: indexedAt,
-    }),
-  };
+  return { itemId: item.itemId, vector: decodeVector(item.vector as string), payload: toPayload(item, indexedAt) };
 }

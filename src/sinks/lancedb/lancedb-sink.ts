@@ -3,7 +3,7 @@ import { Field, FixedSizeList, Float32, Float64, Schema, Utf8 } from 'apache-arr
 import { SchemaMismatchError, SinkError } from '../../core/errors.js';
 import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
-import type { CollectionSpec, Payload, SearchHit, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
 
 const LANCE_DISTANCE: Record<Distance, 'cosine' | 'dot' | 'l2'> = { cosine: 'cosine', dot: 'dot', euclid: 'l2' };
 const DISTANCE_KEY = 'indexer.distance';
@@ -66,14 +66,39 @@ export class LanceDbSink implements VectorSink {
 
   async upsert(records: SinkRecord[]): Promise<void> {
     if (records.length === 0) return;
-    const rows = records.map(toRow);
-    await this.call('upsert rows', () => this.requireTable().mergeInsert('id').whenMatchedUpdateAll().whenNotMatchedInsertAll().execute(rows));
+    await this.mergeRows(records.map(toRow));
+  }
+
+  async delete(deletes: SinkDelete[]): Promise<void> {
+    if (deletes.length === 0) return;
+    const guarded = deletes.map((d) => `(id = '${pointId(d.itemId)}' AND version <= ${versionLiteral(d.version)})`).join(' OR ');
+    await this.call('delete rows', () => this.requireTable().delete(guarded));
     await this.afterCommit();
   }
 
-  async delete(itemIds: string[]): Promise<void> {
-    if (itemIds.length === 0) return;
-    await this.call('delete rows', () => this.requireTable().delete(idPredicate(itemIds)));
+  async updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }> {
+    if (updates.length === 0) return { missing: [] };
+    // LanceDB updates rows by SQL expression, one value set per call; reading the rows and merging
+    // them back with their new payload (guarded like any upsert) is one commit for the batch.
+    const rows = (await this.call('read rows', () => this.requireTable().query().where(idPredicate(updates.map((u) => u.itemId))).toArray())) as Row[];
+    const byId = new Map(rows.map((r) => [r.item_id, r]));
+    const missing = updates.filter((u) => !byId.has(u.itemId)).map((u) => u.itemId);
+    const merged = updates.flatMap((u) => {
+      const row = byId.get(u.itemId);
+      if (!row) return [];
+      // The vector stays, so does the time it was embedded.
+      const payload = { ...u.payload, embedded_at: u.payload.embedded_at || row.embedded_at };
+      return [toRow({ itemId: u.itemId, vector: Float32Array.from(row.vector as ArrayLike<number>), payload })];
+    });
+    if (merged.length > 0) await this.mergeRows(merged);
+    return { missing };
+  }
+
+  /** Inserts new rows; replaces an existing row only when its version is not newer (the guard). */
+  private async mergeRows(rows: Row[]): Promise<void> {
+    await this.call('upsert rows', () =>
+      this.requireTable().mergeInsert('id').whenMatchedUpdateAll({ where: 'target.version <= source.version' }).whenNotMatchedInsertAll().execute(rows),
+    );
     await this.afterCommit();
   }
 
@@ -149,6 +174,11 @@ function tableSchema(dimensions: number, distance: Distance): Schema {
     ],
     new Map([[DISTANCE_KEY, distance]]),
   );
+}
+
+function versionLiteral(version: number): string {
+  // Versions are safe integers (checked at ingest); written as a float64 literal to match the column.
+  return `${version}.0`;
 }
 
 function idPredicate(itemIds: string[]): string {

@@ -2,7 +2,7 @@ import { QdrantClient } from '@qdrant/js-client-rest';
 import { SchemaMismatchError, SinkError } from '../../core/errors.js';
 import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
-import type { CollectionSpec, Payload, SearchHit, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
 
 const QDRANT_DISTANCE: Record<Distance, 'Cosine' | 'Dot' | 'Euclid'> = { cosine: 'Cosine', dot: 'Dot', euclid: 'Euclid' };
 
@@ -58,13 +58,38 @@ export class QdrantSink implements VectorSink {
       this.client.upsert(this.collection.name, {
         wait: true,
         points: records.map((r) => ({ id: pointId(r.itemId), vector: Array.from(r.vector), payload: r.payload })),
+        // Conditional update (Qdrant >= 1.16): an existing point is replaced only when its version
+        // is not newer; new points are always inserted. Skips are silent, by Qdrant's design.
+        update_filter: versionGuard(records.map((r) => ({ itemId: r.itemId, version: r.payload.version }))),
       }),
     );
   }
 
-  async delete(itemIds: string[]): Promise<void> {
-    if (itemIds.length === 0) return;
-    await this.call('delete points', () => this.client.delete(this.collection.name, { wait: true, points: itemIds.map(pointId) }));
+  async delete(deletes: SinkDelete[]): Promise<void> {
+    if (deletes.length === 0) return;
+    await this.call('delete points', () => this.client.delete(this.collection.name, { wait: true, filter: versionGuard(deletes) }));
+  }
+
+  async updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }> {
+    if (updates.length === 0) return { missing: [] };
+    const held = await this.call('retrieve points', () =>
+      this.client.retrieve(this.collection.name, { ids: updates.map((u) => pointId(u.itemId)), with_payload: ['embedded_at'], with_vector: false }),
+    );
+    // The vector stays, so does the time it was embedded.
+    const embeddedAt = new Map(held.map((p) => [String(p.id), (p.payload as { embedded_at?: string } | null | undefined)?.embedded_at]));
+    const present = new Set(embeddedAt.keys());
+    const missing = updates.filter((u) => !present.has(pointId(u.itemId))).map((u) => u.itemId);
+    const found = updates.filter((u) => present.has(pointId(u.itemId)));
+    if (found.length > 0) {
+      // One request, one overwrite per point, each guarded by its own version.
+      await this.call('overwrite payloads', () =>
+        this.client.batchUpdate(this.collection.name, {
+          wait: true,
+          operations: found.map((u) => ({ overwrite_payload: { payload: { ...u.payload, embedded_at: u.payload.embedded_at || (embeddedAt.get(pointId(u.itemId)) ?? '') }, filter: versionGuard([{ itemId: u.itemId, version: u.payload.version }]) } })),
+        }),
+      );
+    }
+    return { missing };
   }
 
   async retrieve(itemIds: string[], options: { withVectors?: boolean } = {}): Promise<StoredRecord[]> {
@@ -112,6 +137,16 @@ export class QdrantSink implements VectorSink {
       throw toSinkError(what, error);
     }
   }
+}
+
+/**
+ * Matches each listed point only while its stored version is not newer than the given one. A
+ * point without a version never matches a range, so points written by something else are left alone.
+ */
+export function versionGuard(items: { itemId: string; version: number }[]) {
+  return {
+    should: items.map((i) => ({ must: [{ has_id: [pointId(i.itemId)] }, { key: 'version', range: { lte: i.version } }] })),
+  };
 }
 
 function toStored(payload: unknown, vector: unknown): StoredRecord {

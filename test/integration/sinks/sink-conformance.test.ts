@@ -123,9 +123,38 @@ describe.each(factories)('VectorSink conformance: $name', (factory) => {
   it('deletes, and deleting a missing item is a no-op', async () => {
     const sink = await open();
     await sink.upsert([record('a', 1, 'x'), record('b', 1, 'y')]);
-    await sink.delete(['a', 'never-existed']);
+    await sink.delete([{ itemId: 'a', version: 1 }, { itemId: 'never-existed', version: 1 }]);
     expect((await sink.retrieve(['a', 'b'])).map((r) => r.itemId)).toEqual(['b']);
     expect(await sink.count()).toBe(1);
+  });
+
+  it('guards by version: an older upsert or delete never replaces a newer point', async () => {
+    const sink = await open();
+    await sink.upsert([record('g', 5, 'version five', { v: 5 })]);
+    await sink.upsert([record('g', 4, 'version four', { v: 4 }), record('new', 1, 'brand new')]);
+    await sink.delete([{ itemId: 'g', version: 3 }]);
+    const [g] = await sink.retrieve(['g']);
+    expect(g?.payload).toMatchObject({ version: 5, v: 5 });
+    expect(await sink.count()).toBe(2);
+    await sink.upsert([record('g', 5, 'version five again', { v: 55 })]);
+    expect((await sink.retrieve(['g']))[0]?.payload).toMatchObject({ version: 5, v: 55 });
+    await sink.delete([{ itemId: 'g', version: 6 }]);
+    expect(await sink.retrieve(['g'])).toEqual([]);
+  });
+
+  it('updates payloads only (guarded), keeps the vector and embedded_at, and reports missing points', async () => {
+    const sink = await open();
+    await sink.upsert([record('p', 2, 'kept text', { price: 10, old: true })]);
+    const update = (version: number, metadata: Record<string, unknown>) =>
+      buildPayload(metadata, { item_id: 'p', version, content_hash: 'hash-of-kept text', model: 'stub-embedding', source_updated_at: null, embedded_at: '', indexed_at: '2026-11-21T00:00:00.000Z' });
+    expect(await sink.updatePayload([{ itemId: 'p', payload: update(3, { price: 8 }) }, { itemId: 'ghost', payload: update(1, {}) }])).toEqual({ missing: ['ghost'] });
+    await sink.updatePayload([{ itemId: 'p', payload: update(1, { price: 999 }) }]);
+    const [p] = await sink.retrieve(['p'], { withVectors: true });
+    expect(p?.payload).toMatchObject({ version: 3, price: 8, embedded_at: '2026-11-20T10:00:01.000Z', indexed_at: '2026-11-21T00:00:00.000Z' });
+    expect(p?.payload).not.toHaveProperty('old');
+    const expected = stubVector('kept text', DIMENSIONS);
+    p?.vector?.forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));
+    expect(await sink.retrieve(['ghost'])).toEqual([]);
   });
 
   it('accepts any item id: integers, slashes, unicode', async () => {

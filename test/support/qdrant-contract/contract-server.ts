@@ -130,6 +130,7 @@ export class QdrantContractServer {
     this.route('POST', '/collections/{collection_name}/points/count', (ctx) => this.countPoints(ctx));
     this.route('POST', '/collections/{collection_name}/points/payload', (ctx) => this.setPayload(ctx, false));
     this.route('PUT', '/collections/{collection_name}/points/payload', (ctx) => this.setPayload(ctx, true));
+    this.route('POST', '/collections/{collection_name}/points/batch', (ctx) => this.batchUpdate(ctx));
     this.route('POST', '/collections/aliases', (ctx) => this.updateAliases(ctx));
     this.route('GET', '/collections/{collection_name}/aliases', ({ params }) => {
       const name = params.collection_name as string;
@@ -379,6 +380,20 @@ export class QdrantContractServer {
       p.version = result.operation_id;
     }
     return result;
+  }
+
+  /** Applies the operations in order; each answers as its own endpoint would. */
+  private batchUpdate({ params, query, body }: RequestContext): unknown {
+    const results: unknown[] = [];
+    for (const operation of body.operations as Record<string, Record<string, unknown>>[]) {
+      const ctx = { params, query, body: {} as Record<string, unknown> };
+      if (operation.upsert) results.push(this.upsert({ ...ctx, body: operation.upsert }));
+      else if (operation.delete) results.push(this.deletePoints({ ...ctx, body: operation.delete }));
+      else if (operation.set_payload) results.push(this.setPayload({ ...ctx, body: operation.set_payload }, false));
+      else if (operation.overwrite_payload) results.push(this.setPayload({ ...ctx, body: operation.overwrite_payload }, true));
+      else throw new QdrantHttpError(500, `contract server does not implement batch operation ${Object.keys(operation).join(',')}`);
+    }
+    return results;
   }
 
   private updateAliases({ body }: RequestContext): boolean {
