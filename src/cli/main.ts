@@ -8,7 +8,9 @@ import { ROLES, type Role } from '../pipeline/pipeline.js';
 import { runWorkerProcess } from '../pipeline/worker-process.js';
 import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { createRedis } from '../queue/connection.js';
-import { configOrExit } from './context.js';
+import { ItemStateStore } from '../state/item-state.js';
+import { verify } from '../state/verify.js';
+import { configOrExit, openSink } from './context.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
 import { formatHits, searchText } from './search.js';
@@ -99,6 +101,36 @@ program
         process.stdout.write(`${JSON.stringify({ id: e.id, at: e.at, stage: e.stage, code: e.code, reason: e.reason, item_id: e.itemId, source: e.source, original: e.original.toString('utf8').slice(0, 500) })}\n`);
       }
     } finally {
+      await redis.quit();
+    }
+  });
+
+program
+  .command('verify')
+  .description('compare the per-item state with the sink and report drift (missing, stale, deleted but present, untracked)')
+  .option('--repair', 'delete points the state says are deleted; make the state forget items the sink lost or holds stale, so a replay writes them')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { repair?: boolean; json?: boolean }) => {
+    const config = configOrExit();
+    const redis = createRedis(config.redis.url, 'indexer-cli');
+    const sink = await openSink(config);
+    try {
+      const report = await verify(new ItemStateStore(redis, config.redis.prefix, config.redis.tombstoneRetentionSeconds), sink, {
+        repair: opts.repair ?? false,
+        onProgress: (n) => process.stderr.write(`scanned ${n} points\n`),
+      });
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(report)}\n`);
+      } else {
+        const counts = new Map<string, number>();
+        for (const d of report.drift) counts.set(d.kind, (counts.get(d.kind) ?? 0) + 1);
+        process.stdout.write(`${report.itemsInState} items in state, ${report.pointsInSink} points in the sink, ${report.drift.length} drifted${[...counts].map(([k, n]) => `, ${k}: ${n}`).join('')}\n`);
+        for (const d of report.drift.slice(0, 50)) process.stdout.write(`  ${d.kind} ${d.itemId} state=${JSON.stringify(d.state ?? null)} sink=${JSON.stringify(d.sink ?? null)}\n`);
+        if (opts.repair) process.stdout.write(`repaired: ${report.repaired.deleted} deleted from the sink, ${report.repaired.forgotten} forgotten by the state (replay them to re-index)\n`);
+      }
+      process.exitCode = report.drift.length > 0 && !opts.repair ? 2 : 0;
+    } finally {
+      await sink.close();
       await redis.quit();
     }
   });

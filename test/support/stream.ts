@@ -1,0 +1,45 @@
+import type { Kafka } from 'kafkajs';
+
+/** A change event as tests script it; `partition` forces where it lands (to simulate disorder). */
+export interface ScriptedEvent {
+  id: string;
+  op: 'upsert' | 'delete';
+  version: number;
+  text?: string;
+  metadata?: Record<string, unknown>;
+  partition?: number;
+}
+
+export function eventValue(e: ScriptedEvent): string {
+  return e.op === 'delete' ? JSON.stringify({ id: e.id, op: 'delete', version: e.version }) : JSON.stringify({ id: e.id, op: 'upsert', version: e.version, text: e.text, metadata: e.metadata ?? {} });
+}
+
+/** Sends events in order, keyed by item id, each to its forced partition when it has one. */
+export async function sendScripted(kafka: Kafka, topic: string, events: ScriptedEvent[]): Promise<void> {
+  const producer = kafka.producer();
+  await producer.connect();
+  try {
+    await producer.send({
+      topic,
+      acks: -1,
+      messages: events.map((e) => ({ key: e.id, value: eventValue(e), ...(e.partition === undefined ? {} : { partition: e.partition }) })),
+    });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+export interface ExpectedItem {
+  version: number;
+  text: string;
+  metadata: Record<string, unknown>;
+}
+
+/** The state the sink must converge to, computed from the event list alone: newest version wins. */
+export function expectedState(events: ScriptedEvent[]): Map<string, ExpectedItem> {
+  const newest = new Map<string, ScriptedEvent>();
+  for (const e of events) if ((newest.get(e.id)?.version ?? -1) < e.version) newest.set(e.id, e);
+  const live = new Map<string, ExpectedItem>();
+  for (const [id, e] of newest) if (e.op === 'upsert') live.set(id, { version: e.version, text: e.text as string, metadata: e.metadata ?? {} });
+  return live;
+}
