@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LoopbackServer } from './loopback-server.js';
 
 /**
  * A stand-in for an OpenAI-compatible embeddings API: POST /v1/embeddings with OpenAI's request
@@ -57,7 +57,7 @@ function openAiError(message: string, type: string, code: string | null = null, 
 
 export class EmbeddingsStub {
   readonly requests: StubRequest[] = [];
-  private server: Server | undefined;
+  private readonly http = new LoopbackServer((req, res) => this.onRequest(req, res));
   private faults: StubFault[] = [];
   options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>;
 
@@ -66,17 +66,11 @@ export class EmbeddingsStub {
   }
 
   async start(port = 0): Promise<string> {
-    this.server = createServer((req, res) => void this.onRequest(req, res));
-    await new Promise<void>((resolve) => this.server?.listen(port, '127.0.0.1', resolve));
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/v1`;
+    return `${await this.http.start(port)}/v1`;
   }
 
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    if (!server) return;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+  stop(): Promise<void> {
+    return this.http.stop();
   }
 
   /** The next requests fail with these answers, in order. */

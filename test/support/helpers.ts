@@ -75,6 +75,12 @@ export async function deletePrefix(redisUrl: string, prefix: string): Promise<vo
   }
 }
 
+/** Removes what a test config created on the shared services: its Redis keys and Kafka topics. */
+export async function removeTestResources(config: Config): Promise<void> {
+  await deletePrefix(config.redis.url, config.redis.prefix);
+  await deleteTopics(config.kafka.brokers, config.kafka.topics);
+}
+
 export async function deleteTopics(brokers: string[], topics: string[]): Promise<void> {
   const admin = testKafka(brokers).admin();
   await admin.connect();

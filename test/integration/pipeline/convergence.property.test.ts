@@ -16,7 +16,7 @@ import { ensureTopic } from '../../../src/ingest/produce.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js';
 import { EmbeddingsStub } from '../../support/embeddings-stub.js';
-import { deletePrefix, deleteTopics, testConfig, waitFor } from '../../support/helpers.js';
+import { removeTestResources, testConfig, waitFor } from '../../support/helpers.js';
 import { expectedState, sendScripted, type ScriptedEvent } from '../../support/stream.js';
 
 const TEXTS = ['red tent', 'blue tent', 'trail shoe', 'rain jacket', 'headlamp'];
@@ -55,8 +55,7 @@ describe('convergence property (fast-check, real pipeline)', () => {
   afterAll(async () => {
     await pipeline?.close();
     await stub.stop();
-    await deletePrefix(config.redis.url, config.redis.prefix);
-    await deleteTopics(config.kafka.brokers, [topic]);
+    await removeTestResources(config);
     rmSync(dir, { recursive: true, force: true });
   });
 

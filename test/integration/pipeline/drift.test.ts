@@ -15,7 +15,7 @@ import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js'
 import { buildPayload, type VectorSink } from '../../../src/sinks/vector-sink.js';
 import { verify } from '../../../src/state/verify.js';
 import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
-import { deletePrefix, deleteTopics, testConfig, waitFor } from '../../support/helpers.js';
+import { removeTestResources, testConfig, waitFor } from '../../support/helpers.js';
 import { sendScripted, type ScriptedEvent } from '../../support/stream.js';
 
 describe('state and sink drift', () => {
@@ -40,8 +40,7 @@ describe('state and sink drift', () => {
   afterAll(async () => {
     await pipeline?.close();
     await stub.stop();
-    await deletePrefix(config.redis.url, config.redis.prefix);
-    await deleteTopics(config.kafka.brokers, config.kafka.topics);
+    await removeTestResources(config);
     rmSync(dir, { recursive: true, force: true });
   });
 

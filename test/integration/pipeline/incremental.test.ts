@@ -16,7 +16,7 @@ import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js';
 import type { VectorSink } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub, stubTokens, stubVector } from '../../support/embeddings-stub.js';
-import { deletePrefix, deleteTopics, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
+import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
 import { QdrantContractServer } from '../../support/qdrant-contract/contract-server.js';
 import { expectedState, sendScripted, type ScriptedEvent } from '../../support/stream.js';
 
@@ -77,8 +77,7 @@ describe.each(['lancedb', 'qdrant'] as const)('incremental semantics into %s', (
     for (const p of running) await p.close();
     await stub.stop();
     await contract.stop();
-    await deletePrefix(config.redis.url, config.redis.prefix);
-    await deleteTopics(config.kafka.brokers, [topic]);
+    await removeTestResources(config);
     rmSync(lancedbDir, { recursive: true, force: true });
   });
 

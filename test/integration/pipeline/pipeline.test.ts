@@ -14,7 +14,7 @@ import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js';
 import type { StoredRecord } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
-import { deletePrefix, deleteTopics, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
+import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
 import { QdrantContractServer } from '../../support/qdrant-contract/contract-server.js';
 
 const DIMENSIONS = 16;
@@ -68,8 +68,7 @@ describe.each(['lancedb', 'qdrant'] as const)('pipeline end to end into %s', (si
     await pipeline?.close();
     await stub.stop();
     await contract.stop();
-    await deletePrefix(config.redis.url, config.redis.prefix);
-    await deleteTopics(config.kafka.brokers, [topic]);
+    await removeTestResources(config);
     rmSync(lancedbDir, { recursive: true, force: true });
   });
 

@@ -1,6 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { matchesFilter, UnsupportedFilter, type Payload } from './filter.js';
+import { LoopbackServer } from '../loopback-server.js';
 import { describeAjvError, QdrantSpec } from './spec.js';
 
 /**
@@ -108,7 +108,7 @@ export class QdrantContractServer {
   private readonly aliases = new Map<string, string>();
   private readonly routes: Route[] = [];
   private operationId = 0;
-  private server: Server | undefined;
+  private readonly http = new LoopbackServer((req, res) => this.onRequest(req, res));
   /** Every request, for tests that assert what was sent (method, path, query, body). */
   readonly requests: { method: string; path: string; query: string; body: unknown }[] = [];
 
@@ -142,17 +142,11 @@ export class QdrantContractServer {
 
   /** Listens on 127.0.0.1 (a random free port unless one is given); returns the base URL. */
   async start(port = 0): Promise<string> {
-    this.server = createServer((req, res) => void this.onRequest(req, res));
-    await new Promise<void>((resolve) => this.server?.listen(port, '127.0.0.1', resolve));
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return `${await this.http.start(port)}`;
   }
 
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    if (!server) return;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+  stop(): Promise<void> {
+    return this.http.stop();
   }
 
   private route(method: string, template: string, handle: Route['handle']): void {
