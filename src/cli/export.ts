@@ -15,6 +15,8 @@ export function exportLine(record: StoredRecord): Record<string, unknown> {
     source_updated_at: record.payload.source_updated_at,
     embedded_at: record.payload.embedded_at,
     indexed_at: record.payload.indexed_at,
+    text_tokens: record.payload.text_tokens,
+    truncated: record.payload.truncated,
     metadata,
   };
   if (record.vector) line.vector = record.vector;

@@ -19,8 +19,8 @@ export function formatHits(hits: SearchHit[]): string {
   if (hits.length === 0) return '(no results)\n';
   return hits
     .map((hit, i) => {
-      const { item_id, version, content_hash, model, source_updated_at, embedded_at, indexed_at, title, ...rest } = hit.payload;
-      void version, content_hash, model, source_updated_at, embedded_at, indexed_at;
+      const { item_id, version, content_hash, model, source_updated_at, embedded_at, indexed_at, text_tokens, truncated, title, ...rest } = hit.payload;
+      void version, content_hash, model, source_updated_at, embedded_at, indexed_at, text_tokens, truncated;
       const label = typeof title === 'string' ? `  ${title}` : '';
       return `${String(i + 1).padStart(2)}. ${hit.score.toFixed(4)}  ${item_id}${label}\n      ${JSON.stringify(rest)}`;
     })

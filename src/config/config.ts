@@ -34,6 +34,10 @@ export interface Config {
     /** Send `dimensions` in the request: only when the user chose it (not every server accepts it). */
     sendDimensions: boolean;
     batchSize: number;
+    maxBatchTokens: number;
+    maxInputTokens: number;
+    truncate: 'head' | 'head_tail';
+    tokenizer: 'cl100k_base' | 'o200k_base';
     timeoutMs: number;
     encoding: 'base64' | 'float';
   };
@@ -158,6 +162,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       dimensions: dimensions as number,
       sendDimensions: s.EMBEDDINGS_DIMENSIONS !== undefined,
       batchSize: s.EMBEDDINGS_BATCH_SIZE,
+      maxBatchTokens: s.EMBEDDINGS_MAX_BATCH_TOKENS,
+      maxInputTokens: s.EMBEDDINGS_MAX_INPUT_TOKENS,
+      truncate: s.EMBEDDINGS_TRUNCATE,
+      tokenizer: s.EMBEDDINGS_TOKENIZER,
       timeoutMs: s.EMBEDDINGS_TIMEOUT_MS,
       encoding: s.EMBEDDINGS_ENCODING,
     },

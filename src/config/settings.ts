@@ -81,6 +81,10 @@ export const SETTINGS = {
   EMBEDDINGS_MODEL: setting('embeddings', z.string().min(1).optional(), undefined, 'Model name (default text-embedding-3-small for openai, local-hash-v1 for local).'),
   EMBEDDINGS_DIMENSIONS: setting('embeddings', int(1, 65536).optional(), undefined, 'Vector size (default 1536 for openai, 384 for local). Sent to the API as "dimensions" when set explicitly.'),
   EMBEDDINGS_BATCH_SIZE: setting('embeddings', int(1, 2048), '128', 'Most inputs per embeddings request.'),
+  EMBEDDINGS_MAX_INPUT_TOKENS: setting('embeddings', int(1, 1_000_000), '8192', 'Longer texts are cut to this many tokens (counted with EMBEDDINGS_TOKENIZER) before hashing and embedding; recorded as truncated in the payload.'),
+  EMBEDDINGS_TRUNCATE: setting('embeddings', z.enum(['head', 'head_tail']), 'head', 'What a cut keeps: the start, or the start and the end.'),
+  EMBEDDINGS_TOKENIZER: setting('embeddings', z.enum(['cl100k_base', 'o200k_base']), 'cl100k_base', 'Tokenizer used to count and cut (cl100k_base is text-embedding-3 and ada-002\'s).'),
+  EMBEDDINGS_MAX_BATCH_TOKENS: setting('embeddings', int(1), '300000', 'Most tokens per embeddings request (OpenAI allows 300k).'),
   EMBEDDINGS_TIMEOUT_MS: setting('embeddings', int(100), '60000', 'Timeout of one embeddings request.'),
   EMBEDDINGS_ENCODING: setting('embeddings', z.enum(['base64', 'float']), 'base64', 'encoding_format asked of the API; every answer is read by its shape either way.'),
 

@@ -9,6 +9,9 @@ export interface MicroBatcherOptions<I, O> {
   run: (items: I[]) => Promise<Outcome<O>[]>;
   /** Batches running at once; items arriving meanwhile wait and form the next batch. Default: no limit. */
   maxConcurrent?: number;
+  /** An item's weight (say, its tokens); a batch never exceeds maxWeight, unless one item alone does. */
+  weigh?: (item: I) => number;
+  maxWeight?: number;
 }
 
 interface Waiting<I, O> {
@@ -31,7 +34,7 @@ export class MicroBatcher<I, O> {
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.waiting.push({ item, resolve, reject });
-      if (this.waiting.length >= this.options.maxSize) this.flush();
+      if (this.waiting.length >= this.options.maxSize || this.waitingWeight() >= (this.options.maxWeight ?? Number.POSITIVE_INFINITY)) this.flush();
       else this.timer ??= setTimeout(() => this.flush(), this.options.lingerMs);
     });
   }
@@ -42,7 +45,7 @@ export class MicroBatcher<I, O> {
     this.timer = undefined;
     const limit = this.options.maxConcurrent ?? Number.POSITIVE_INFINITY;
     while (this.waiting.length > 0 && this.running.size < limit) {
-      const batch = this.waiting.splice(0, this.options.maxSize);
+      const batch = this.waiting.splice(0, this.nextBatchLength());
       const run: Promise<void> = this.runBatch(batch).finally(() => {
         this.running.delete(run);
         // Items that waited for a free slot have lingered long enough: start them now.
@@ -50,6 +53,26 @@ export class MicroBatcher<I, O> {
       });
       this.running.add(run);
     }
+  }
+
+  private waitingWeight(): number {
+    const weigh = this.options.weigh;
+    return weigh ? this.waiting.reduce((sum, w) => sum + weigh(w.item), 0) : 0;
+  }
+
+  /** How many waiting items the next batch takes: up to maxSize, and up to maxWeight (at least one). */
+  private nextBatchLength(): number {
+    const { weigh, maxWeight, maxSize } = this.options;
+    if (!weigh || maxWeight === undefined) return maxSize;
+    let weight = 0;
+    let length = 0;
+    for (const w of this.waiting) {
+      if (length >= maxSize) break;
+      weight += weigh(w.item);
+      if (length > 0 && weight > maxWeight) break;
+      length++;
+    }
+    return length;
   }
 
   /** Flushes and waits until every started batch has settled. */

@@ -8,6 +8,7 @@ import { encodeVector, type defaultJobOptions, type EmbedJobData, type WriteJobD
 import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
 import type { EmbeddingProvider } from './provider.js';
+import type { PreparedText, Tokenizer } from './tokenizer.js';
 import { checkVector } from './vectors.js';
 
 export interface EmbedStageOptions {
@@ -15,7 +16,10 @@ export interface EmbedStageOptions {
   writeQueue: Queue<WriteJobData>;
   state: ItemStateStore;
   jobOptions: ReturnType<typeof defaultJobOptions>;
+  tokenizer: Tokenizer;
   batchSize: number;
+  /** Most tokens per embeddings request. */
+  maxBatchTokens: number;
   lingerMs: number;
   logger: Logger;
   metrics: Metrics;
@@ -28,6 +32,11 @@ export interface EmbedTask {
   data: EmbedJobData;
 }
 
+/** A task with its text cut to the token limit: what is hashed, weighed and sent. */
+interface PreparedTask extends EmbedTask {
+  prepared: PreparedText | undefined;
+}
+
 /**
  * Embed jobs arrive one by one (one BullMQ job per item); they are grouped into embeddings
  * requests, and every embedded item becomes one job on the write queue, which holds its vector
@@ -38,21 +47,31 @@ export interface EmbedTask {
  * already holds for this model (same content hash) becomes a payload-only write.
  */
 export class EmbedStage {
-  private readonly batcher: MicroBatcher<EmbedTask, void>;
+  private readonly batcher: MicroBatcher<PreparedTask, void>;
 
   constructor(private readonly options: EmbedStageOptions) {
-    this.batcher = new MicroBatcher({ maxSize: options.batchSize, lingerMs: options.lingerMs, run: (tasks) => this.runBatch(tasks) });
+    this.batcher = new MicroBatcher({
+      maxSize: options.batchSize,
+      lingerMs: options.lingerMs,
+      run: (tasks) => this.runBatch(tasks),
+      // Requests are bounded by tokens as well as inputs; the same text twice is sent once, so
+      // this over-counts a little, which errs on the safe side.
+      weigh: (task) => task.prepared?.tokens ?? 0,
+      maxWeight: options.maxBatchTokens,
+    });
   }
 
   process(task: EmbedTask): Promise<void> {
-    return this.batcher.submit(task);
+    const prepared = task.data.op === 'upsert' ? this.options.tokenizer.prepare(task.data.text as string) : undefined;
+    if (prepared?.truncated) this.options.metrics.truncations.inc();
+    return this.batcher.submit({ ...task, prepared });
   }
 
   drain(): Promise<void> {
     return this.batcher.drain();
   }
 
-  private async runBatch(tasks: EmbedTask[]): Promise<Outcome<void>[]> {
+  private async runBatch(tasks: PreparedTask[]): Promise<Outcome<void>[]> {
     const { provider } = this.options;
     const { metrics } = this.options;
     const outcomes: Outcome<void>[] = tasks.map(() => ({ ok: true, value: undefined }));
@@ -63,7 +82,8 @@ export class EmbedStage {
       const seen = (states[i] as ItemState).seen;
       return seen !== undefined && (tasks[i] as EmbedTask).data.version < seen;
     };
-    const hashes = tasks.map((t) => (t.data.op === 'upsert' ? contentHash(t.data.text as string, provider.model, provider.dimensions) : undefined));
+    // The hash is over the text as embedded: after templating and truncation.
+    const hashes = tasks.map((t) => (t.prepared ? contentHash(t.prepared.text, provider.model, provider.dimensions) : undefined));
     const alreadyEmbedded = (i: number) => {
       const s = states[i] as ItemState;
       return hashes[i] !== undefined && s.writtenVersion !== undefined && !s.deleted && s.contentHash === hashes[i] && s.model === provider.model;
@@ -71,7 +91,7 @@ export class EmbedStage {
     const needsEmbedding = (i: number) => (tasks[i] as EmbedTask).data.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
 
     // Identical texts (of different items) are sent once.
-    const uniqueTexts = [...new Set(tasks.flatMap((t, i) => (needsEmbedding(i) ? [t.data.text as string] : [])))];
+    const uniqueTexts = [...new Set(tasks.flatMap((t, i) => (needsEmbedding(i) ? [(t.prepared as PreparedText).text] : [])))];
     const embedded = new Map<string, Outcome<Float32Array>>();
     const results = await this.embedIsolating(uniqueTexts);
     uniqueTexts.forEach((text, i) => embedded.set(text, results[i] as Outcome<Float32Array>));
@@ -86,14 +106,14 @@ export class EmbedStage {
       }
       if (d.op === 'upsert' && alreadyEmbedded(i)) {
         metrics.embeddingsAvoided.inc();
-        write = { itemId: d.itemId, op: 'payload', version: d.version, updatedAt: d.updatedAt, metadata: d.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt, text: d.text };
+        write = { itemId: d.itemId, op: 'payload', version: d.version, updatedAt: d.updatedAt, metadata: d.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt, text: d.text, textTokens: task.prepared?.tokens, truncated: task.prepared?.truncated };
         writes.push({ name: write.op, data: write, opts: { ...this.options.jobOptions, jobId: task.jobId } });
         return;
       }
       if (d.op === 'delete') {
         write = { itemId: d.itemId, op: 'delete', version: d.version, updatedAt: d.updatedAt, metadata: {}, contentHash: undefined, model: undefined, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt };
       } else {
-        const result = embedded.get(d.text as string);
+        const result = embedded.get((task.prepared as PreparedText).text);
         if (!result?.ok) {
           outcomes[i] = { ok: false, error: result?.error ?? new Error('text was not embedded') };
           return;
@@ -115,6 +135,8 @@ export class EmbedStage {
           vector: encodeVector(result.value),
           embeddedAt,
           acceptedAt: d.acceptedAt,
+          textTokens: task.prepared?.tokens,
+          truncated: task.prepared?.truncated,
         };
       }
       writes.push({ name: write.op, data: write, opts: { ...this.options.jobOptions, jobId: task.jobId } });

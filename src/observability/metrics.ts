@@ -9,6 +9,7 @@ export class Metrics {
   readonly eventsConsumed = new Counter({ name: 'indexer_events_consumed_total', help: 'Change events read from Kafka', registers: [this.registry] });
   readonly eventsInvalid = new Counter({ name: 'indexer_events_invalid_total', help: 'Change events sent to the dead-letter store at ingest', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly eventsSkipped = new Counter({ name: 'indexer_events_skipped_total', help: 'Changes dropped without work: coalesced in a batch, older than one already seen, superseded before embedding, or not newer than what the sink holds', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly truncations = new Counter({ name: 'indexer_texts_truncated_total', help: 'Texts cut to EMBEDDINGS_MAX_INPUT_TOKENS before embedding', registers: [this.registry] });
   readonly embeddingsAvoided = new Counter({ name: 'indexer_embeddings_avoided_total', help: 'Upserts whose text was already embedded with the same model: payload-only writes', registers: [this.registry] });
   readonly jobsEnqueued = new Counter({ name: 'indexer_jobs_enqueued_total', help: 'Jobs added to a queue', labelNames: ['queue'] as const, registers: [this.registry] });
   readonly embeddingRequests = new Counter({ name: 'indexer_embedding_requests_total', help: 'Embeddings API requests', labelNames: ['model', 'outcome'] as const, registers: [this.registry] });

@@ -4,6 +4,7 @@ import { Releasers } from '../core/lifecycle.js';
 import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { createProvider } from '../embed/create-provider.js';
 import { EmbedStage } from '../embed/embed-stage.js';
+import { Tokenizer } from '../embed/tokenizer.js';
 import type { EmbeddingProvider } from '../embed/provider.js';
 import { IngestConsumer } from '../ingest/ingest-consumer.js';
 import { createKafka } from '../ingest/kafka.js';
@@ -92,7 +93,9 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         writeQueue,
         state,
         jobOptions,
+        tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
         batchSize: config.embeddings.batchSize,
+        maxBatchTokens: config.embeddings.maxBatchTokens,
         lingerMs: config.workers.embedLingerMs,
         logger: logger.child({ role: 'embed' }),
         metrics,

@@ -41,6 +41,8 @@ export interface WriteJobData {
   vector: string | undefined;
   embeddedAt: string | undefined;
   acceptedAt: number;
+  textTokens?: number;
+  truncated?: boolean;
   /** Only on `payload` jobs. */
   text?: string;
 }

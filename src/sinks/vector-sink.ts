@@ -9,11 +9,14 @@ export interface SystemPayload {
   source_updated_at: string | null;
   embedded_at: string;
   indexed_at: string;
+  /** Tokens of the embedded text, and whether it was cut to EMBEDDINGS_MAX_INPUT_TOKENS. */
+  text_tokens: number;
+  truncated: boolean;
 }
 
 export type Payload = SystemPayload & Record<string, unknown>;
 
-export const SYSTEM_FIELDS: readonly (keyof SystemPayload)[] = ['item_id', 'version', 'content_hash', 'model', 'source_updated_at', 'embedded_at', 'indexed_at'];
+export const SYSTEM_FIELDS: readonly (keyof SystemPayload)[] = ['item_id', 'version', 'content_hash', 'model', 'source_updated_at', 'embedded_at', 'indexed_at', 'text_tokens', 'truncated'];
 
 export interface SinkRecord {
   itemId: string;

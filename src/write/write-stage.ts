@@ -139,6 +139,8 @@ function toPayload(item: WriteJobData, indexedAt: string): Payload {
     // Empty on payload-only writes: the sink keeps the stored vector's embedded_at.
     embedded_at: item.embeddedAt ?? '',
     indexed_at: indexedAt,
+    text_tokens: item.textTokens ?? 0,
+    truncated: item.truncated ?? false,
   });
 }
 

@@ -1,5 +1,5 @@
 import * as lancedb from '@lancedb/lancedb';
-import { Field, FixedSizeList, Float32, Float64, Schema, Utf8 } from 'apache-arrow';
+import { Bool, Field, FixedSizeList, Float32, Float64, Schema, Utf8 } from 'apache-arrow';
 import { SchemaMismatchError, SinkError } from '../../core/errors.js';
 import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
@@ -20,6 +20,8 @@ type Row = {
   source_updated_at: string | null;
   embedded_at: string;
   indexed_at: string;
+  text_tokens: number;
+  truncated: boolean;
   /** The item's metadata as JSON: LanceDB tables have a fixed schema, metadata does not. */
   metadata: string;
 };
@@ -170,6 +172,8 @@ function tableSchema(dimensions: number, distance: Distance): Schema {
       new Field('source_updated_at', new Utf8(), true),
       new Field('embedded_at', new Utf8(), false),
       new Field('indexed_at', new Utf8(), false),
+      new Field('text_tokens', new Float64(), false),
+      new Field('truncated', new Bool(), false),
       new Field('metadata', new Utf8(), false),
     ],
     new Map([[DISTANCE_KEY, distance]]),
@@ -187,7 +191,7 @@ function idPredicate(itemIds: string[]): string {
 }
 
 function toRow(record: SinkRecord): Row {
-  const { item_id, version, content_hash, model, source_updated_at, embedded_at, indexed_at, ...metadata } = record.payload;
+  const { item_id, version, content_hash, model, source_updated_at, embedded_at, indexed_at, text_tokens, truncated, ...metadata } = record.payload;
   return {
     id: pointId(record.itemId),
     item_id,
@@ -198,6 +202,8 @@ function toRow(record: SinkRecord): Row {
     source_updated_at,
     embedded_at,
     indexed_at,
+    text_tokens,
+    truncated,
     metadata: JSON.stringify(metadata),
   };
 }
@@ -212,6 +218,8 @@ function fromRow(row: Row, withVectors: boolean): StoredRecord {
     source_updated_at: row.source_updated_at ?? null,
     embedded_at: row.embedded_at,
     indexed_at: row.indexed_at,
+    text_tokens: row.text_tokens,
+    truncated: row.truncated,
   };
   const record: StoredRecord = { itemId: row.item_id, payload };
   if (withVectors) record.vector = Array.from(row.vector as ArrayLike<number>);

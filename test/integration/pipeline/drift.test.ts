@@ -54,7 +54,7 @@ describe('state and sink drift', () => {
   });
 
   it('reports drift, and repairs it', async () => {
-    const payload = (id: string, v: number) => buildPayload({}, { item_id: id, version: v, content_hash: 'x', model: 'stub-embedding', source_updated_at: null, embedded_at: 'e', indexed_at: 'i' });
+    const payload = (id: string, v: number) => buildPayload({}, { item_id: id, version: v, content_hash: 'x', model: 'stub-embedding', source_updated_at: null, embedded_at: 'e', indexed_at: 'i', text_tokens: 3, truncated: false });
     await sink.delete([{ itemId: 'b', version: 1 }]); // missing
     await sink.upsert([{ itemId: 'c', vector: stubVector('other', 8), payload: payload('c', 1) }]); // stale: another text
     await sink.upsert([{ itemId: 'd', vector: stubVector('d', 8), payload: payload('d', 1) }]); // deleted, but present

@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../../src/config/config.js';
 import { createKafka } from '../../../src/ingest/kafka.js';
@@ -54,6 +55,8 @@ describe.each(['lancedb', 'qdrant'] as const)('pipeline end to end into %s', (si
       EMBEDDINGS_MODEL: MODEL,
       EMBEDDINGS_DIMENSIONS: String(DIMENSIONS),
       EMBEDDINGS_BATCH_SIZE: '16',
+      EMBEDDINGS_MAX_INPUT_TOKENS: '64',
+      EMBEDDINGS_MAX_BATCH_TOKENS: '200',
       SINK: sinkKind,
       QDRANT_URL: qdrantUrl,
       LANCEDB_URI: lancedbDir,
@@ -127,6 +130,27 @@ describe.each(['lancedb', 'qdrant'] as const)('pipeline end to end into %s', (si
     // Partitions interleave, so the letters come in any order.
     for (const reason of [/not valid JSON/, /item id is missing/, /"version" must be/]) expect(letters.some((l) => reason.test(l.reason))).toBe(true);
     expect(letters.every((l) => l.stage === 'ingest' && l.code === 'EVENT_INVALID')).toBe(true);
+  });
+
+  it('cuts long texts to the token limit, records it, and keeps requests within the token budget', async () => {
+    const long = Array.from({ length: 8 }, (_, i) => ({ id: `long-${i}`, version: 1, text: `Product ${i}. ${'A very detailed description of materials and fit. '.repeat(30)}`, metadata: {} }));
+    const before = stub.served.length;
+    await produce(long.map(upsert));
+    await waitFor('the long items indexed', async () => (await holds(long.map((l) => l.id))).size === long.length);
+    const stored = await holds(long.map((l) => l.id));
+    for (const l of long) {
+      const payload = stored.get(l.id)?.payload;
+      expect(payload).toMatchObject({ truncated: true, text_tokens: 64 });
+    }
+    const requests = stub.served.slice(before);
+    for (const r of requests) {
+      for (const input of r.inputs) expect(countTokens(input)).toBeLessThanOrEqual(64);
+      expect(r.inputs.reduce((s, t) => s + countTokens(t), 0)).toBeLessThanOrEqual(200);
+    }
+    // The hash is over what was embedded, so the stored vector is the cut text's.
+    const sent = requests.flatMap((r) => r.inputs).find((t) => t.startsWith('Product 0.')) as string;
+    const expected = stubVector(sent, DIMENSIONS, MODEL);
+    stored.get('long-0')?.vector?.forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));
   });
 
   it('isolates a text the embeddings API rejects and indexes its batch-mates', async () => {

@@ -99,7 +99,7 @@ describe('QdrantSink against the contract server', () => {
     const sink = new QdrantSink({ name, dimensions: 3, distance: 'cosine' }, { url, apiKey: undefined, timeoutMs: 5000 });
     await sink.open();
     const before = server.requests.length;
-    const payload = buildPayload({ brand: 'Acme' }, { item_id: 'sku-1', version: 1, content_hash: 'h', model: 'm', source_updated_at: null, embedded_at: 'e', indexed_at: 'i' });
+    const payload = buildPayload({ brand: 'Acme' }, { item_id: 'sku-1', version: 1, content_hash: 'h', model: 'm', source_updated_at: null, embedded_at: 'e', indexed_at: 'i', text_tokens: 3, truncated: false });
     await sink.upsert([{ itemId: 'sku-1', vector: new Float32Array([1, 0, 0]), payload }]);
     const upsert = server.requests.slice(before).find((r) => r.method === 'PUT');
     expect(upsert?.query).toContain('wait=true');
@@ -109,7 +109,7 @@ describe('QdrantSink against the contract server', () => {
   it('types rejected requests as final and unreachable servers as retryable', async () => {
     const name = await collection(3, 'Cosine');
     const wrongSize = new QdrantSink({ name, dimensions: 2, distance: 'cosine' }, { url, apiKey: undefined, timeoutMs: 5000 });
-    const payload = buildPayload({}, { item_id: 'x', version: 1, content_hash: 'h', model: 'm', source_updated_at: null, embedded_at: 'e', indexed_at: 'i' });
+    const payload = buildPayload({}, { item_id: 'x', version: 1, content_hash: 'h', model: 'm', source_updated_at: null, embedded_at: 'e', indexed_at: 'i', text_tokens: 3, truncated: false });
     const rejected = await wrongSize.upsert([{ itemId: 'x', vector: new Float32Array([1, 0]), payload }]).catch((e: unknown) => e);
     expect(rejected).toBeInstanceOf(SinkError);
     expect(rejected).toMatchObject({ code: 'SINK_REJECTED', canRetry: false });

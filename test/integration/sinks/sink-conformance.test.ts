@@ -66,7 +66,7 @@ function record(itemId: string, version: number, text: string, metadata: Record<
       model: 'stub-embedding',
       source_updated_at: '2026-11-20T10:00:00Z',
       embedded_at: '2026-11-20T10:00:01.000Z',
-      indexed_at: '2026-11-20T10:00:02.000Z',
+      indexed_at: '2026-11-20T10:00:02.000Z', text_tokens: 3, truncated: false,
     }),
   };
 }
@@ -146,11 +146,11 @@ describe.each(factories)('VectorSink conformance: $name', (factory) => {
     const sink = await open();
     await sink.upsert([record('p', 2, 'kept text', { price: 10, old: true })]);
     const update = (version: number, metadata: Record<string, unknown>) =>
-      buildPayload(metadata, { item_id: 'p', version, content_hash: 'hash-of-kept text', model: 'stub-embedding', source_updated_at: null, embedded_at: '', indexed_at: '2026-11-21T00:00:00.000Z' });
+      buildPayload(metadata, { item_id: 'p', version, content_hash: 'hash-of-kept text', model: 'stub-embedding', source_updated_at: null, embedded_at: '', indexed_at: '2026-11-21T00:00:00.000Z', text_tokens: 3, truncated: false });
     expect(await sink.updatePayload([{ itemId: 'p', payload: update(3, { price: 8 }) }, { itemId: 'ghost', payload: update(1, {}) }])).toEqual({ missing: ['ghost'] });
     await sink.updatePayload([{ itemId: 'p', payload: update(1, { price: 999 }) }]);
     const [p] = await sink.retrieve(['p'], { withVectors: true });
-    expect(p?.payload).toMatchObject({ version: 3, price: 8, embedded_at: '2026-11-20T10:00:01.000Z', indexed_at: '2026-11-21T00:00:00.000Z' });
+    expect(p?.payload).toMatchObject({ version: 3, price: 8, embedded_at: '2026-11-20T10:00:01.000Z', indexed_at: '2026-11-21T00:00:00.000Z', text_tokens: 3, truncated: false });
     expect(p?.payload).not.toHaveProperty('old');
     const expected = stubVector('kept text', DIMENSIONS);
     p?.vector?.forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));

@@ -82,6 +82,25 @@ describe('MicroBatcher', () => {
   });
 });
 
+describe('MicroBatcher with weights', () => {
+  it('never lets a batch exceed the weight limit, unless one item alone does', async () => {
+    const batches: number[][] = [];
+    const batcher = new MicroBatcher<number, void>({
+      maxSize: 100,
+      lingerMs: 1,
+      weigh: (n) => n,
+      maxWeight: 10,
+      run: async (items) => {
+        batches.push(items);
+        return items.map(() => ({ ok: true, value: undefined }));
+      },
+    });
+    await Promise.all([4, 4, 4, 12, 1, 9, 2].map((n) => batcher.submit(n)));
+    expect(batches.flat().sort((a, b) => a - b)).toEqual([1, 2, 4, 4, 4, 9, 12]);
+    for (const b of batches) expect(b.length === 1 || b.reduce((s, n) => s + n, 0) <= 10).toBe(true);
+  });
+});
+
 describe('isolateFailures', () => {
   it('finds the poison items by halving, and lets the rest through', async () => {
     let calls = 0;
