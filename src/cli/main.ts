@@ -7,7 +7,9 @@ import { createLogger } from '../observability/logger.js';
 import { ROLES, type Role } from '../pipeline/pipeline.js';
 import { runWorkerProcess } from '../pipeline/worker-process.js';
 import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
+import { Queue } from 'bullmq';
 import { createRedis } from '../queue/connection.js';
+import { EMBED_QUEUE } from '../queue/jobs.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { verify } from '../state/verify.js';
 import { configOrExit, openSink } from './context.js';
@@ -101,6 +103,23 @@ program
         process.stdout.write(`${JSON.stringify({ id: e.id, at: e.at, stage: e.stage, code: e.code, reason: e.reason, item_id: e.itemId, source: e.source, original: e.original.toString('utf8').slice(0, 500) })}\n`);
       }
     } finally {
+      await redis.quit();
+    }
+  });
+
+program
+  .command('resume')
+  .description('resume the embed queue after it was paused (an exhausted embeddings quota pauses it for every worker)')
+  .action(async () => {
+    const config = configOrExit();
+    const redis = createRedis(config.redis.url, 'indexer-cli');
+    const queue = new Queue(EMBED_QUEUE, { connection: redis, prefix: config.redis.prefix });
+    try {
+      const wasPaused = await queue.isPaused();
+      await queue.resume();
+      process.stdout.write(wasPaused ? 'embed queue resumed\n' : 'embed queue was not paused\n');
+    } finally {
+      await queue.close();
       await redis.quit();
     }
   });

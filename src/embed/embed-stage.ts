@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import { IndexerError, isRetryable } from '../core/errors.js';
+import { EmbeddingsError, IndexerError, isRetryable } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
@@ -23,6 +23,11 @@ export interface EmbedStageOptions {
   lingerMs: number;
   logger: Logger;
   metrics: Metrics;
+  /**
+   * Called once when the provider says the quota is exhausted: retrying cannot help, so the
+   * pipeline pauses the embed queue for every worker until someone adds credit and resumes it.
+   */
+  onQuotaExhausted: (error: IndexerError) => Promise<void>;
   /** In-process retries of one embeddings request before the job itself is failed and retried. */
   retryPolicy?: RetryPolicy;
 }
@@ -48,6 +53,7 @@ interface PreparedTask extends EmbedTask {
  */
 export class EmbedStage {
   private readonly batcher: MicroBatcher<PreparedTask, void>;
+  private quotaExhausted: Promise<void> | undefined;
 
   constructor(private readonly options: EmbedStageOptions) {
     this.batcher = new MicroBatcher({
@@ -165,9 +171,18 @@ export class EmbedStage {
           metrics.embeddingRequests.inc({ model: provider.model, outcome: 'ok' });
           metrics.embeddingInputs.inc({ model: provider.model }, batch.length);
           metrics.embeddingTokens.inc({ model: provider.model }, result.usage.totalTokens);
+          this.quotaExhausted = undefined; // it was resumed and works again: a new exhaustion pauses again
           return result.vectors;
         } catch (error) {
           metrics.embeddingRequests.inc({ model: provider.model, outcome: error instanceof IndexerError ? error.code : 'error' });
+          if (error instanceof IndexerError && error.code === 'EMBEDDINGS_QUOTA_EXHAUSTED') {
+            this.quotaExhausted ??= this.options.onQuotaExhausted(error);
+            await this.quotaExhausted;
+            // The jobs go back to the (now paused) queue instead of the dead-letter store.
+            // Not chained as `cause`: the quota error says canRetry: false, and a cause that says
+            // so makes the whole chain final (see isRetryable). The job must wait, not be dropped.
+            throw new EmbeddingsError('EMBEDDINGS_PAUSED', `${error.message}; the embed queue is paused until \`indexer resume\``, { canRetry: true, details: { pausedBy: error.code } });
+          }
           throw error;
         }
       },

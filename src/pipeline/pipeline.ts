@@ -96,6 +96,13 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
         batchSize: config.embeddings.batchSize,
         maxBatchTokens: config.embeddings.maxBatchTokens,
+        onQuotaExhausted: async (error) => {
+          await embedQueue.pause();
+          logger.error(
+            { role: 'embed', code: error.code, err: error.message },
+            'EMBEDDINGS QUOTA EXHAUSTED: the embed queue is paused for every worker; jobs wait in it. Add credit or raise the limit, then run `indexer resume`',
+          );
+        },
         lingerMs: config.workers.embedLingerMs,
         logger: logger.child({ role: 'embed' }),
         metrics,

@@ -9,7 +9,13 @@ import { LoopbackServer } from './loopback-server.js';
  * injectable faults. The paid API cannot be called from tests; this is faithful to its wire format.
  */
 export interface StubFault {
-  status: number;
+  /**
+   * `reset` drops the connection, `hang` never answers (a timeout), `wrong_dimensions` answers
+   * 200 with vectors one element short, `nan` answers 200 with a NaN in every vector (as JSON null,
+   * the only way JSON can carry it).
+   */
+  kind?: 'http' | 'reset' | 'hang' | 'wrong_dimensions' | 'nan';
+  status?: number;
   /** OpenAI-style error body by default. */
   body?: unknown;
   headers?: Record<string, string>;
@@ -109,9 +115,20 @@ export class EmbeddingsStub {
     const record = (status: number) => this.requests.push({ model, inputs: Array.isArray(inputs) ? (inputs as string[]) : [], encoding, status });
 
     const fault = this.faults.shift();
-    if (fault) {
-      record(fault.status);
-      return send(fault.status, fault.body ?? openAiError(`injected ${fault.status}`, fault.status === 429 ? 'requests' : 'server_error'), fault.headers);
+    if (fault?.kind === 'reset') {
+      record(0);
+      req.socket.destroy();
+      return;
+    }
+    if (fault?.kind === 'hang') {
+      record(0);
+      return; // the stub's stop() drops the connection
+    }
+    const corrupt = fault?.kind === 'wrong_dimensions' || fault?.kind === 'nan' ? fault.kind : undefined;
+    if (fault && !corrupt) {
+      const status = fault.status ?? 500;
+      record(status);
+      return send(status, fault.body ?? openAiError(`injected ${status}`, status === 429 ? 'requests' : 'server_error'), fault.headers);
     }
     if (!model) {
       record(400);
@@ -132,8 +149,12 @@ export class EmbeddingsStub {
     send(200, {
       object: 'list',
       data: (inputs as string[]).map((text, index) => {
-        const vector = stubVector(text, dimensions, model);
-        return { object: 'embedding', index, embedding: asBase64 ? Buffer.from(vector.buffer).toString('base64') : Array.from(vector) };
+        let vector = stubVector(text, dimensions, model);
+        if (corrupt === 'wrong_dimensions') vector = vector.slice(0, dimensions - 1);
+        if (corrupt === 'nan') vector[0] = Number.NaN;
+        const embedding =
+          corrupt === 'nan' ? Array.from(vector, (v) => (Number.isNaN(v) ? null : v)) : asBase64 ? Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength).toString('base64') : Array.from(vector);
+        return { object: 'embedding', index, embedding };
       }),
       model,
       usage: { prompt_tokens: tokens, total_tokens: tokens },

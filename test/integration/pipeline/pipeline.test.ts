@@ -153,6 +153,30 @@ describe.each(['lancedb', 'qdrant'] as const)('pipeline end to end into %s', (si
     stored.get('long-0')?.vector?.forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));
   });
 
+  it('never writes a vector of the wrong size or holding NaN', async () => {
+    stub.failNext({ kind: 'wrong_dimensions' }, { kind: 'nan' });
+    const items = [upsert({ id: 'corrupt-1', version: 1, text: 'first corrupt answer', metadata: {} })];
+    await produce(items);
+    const short = await waitFor('the short vector dead-lettered', async () => (await pipeline.deadLetters.list(1000)).find((l) => l.itemId === 'corrupt-1'));
+    expect(short).toMatchObject({ stage: 'embed', code: 'VECTOR_INVALID' });
+    expect(short.reason).toMatch(/has 15 dimensions, the configured model has 16/);
+    await produce([upsert({ id: 'corrupt-2', version: 1, text: 'second corrupt answer', metadata: {} })]);
+    const nan = await waitFor('the NaN vector dead-lettered', async () => (await pipeline.deadLetters.list(1000)).find((l) => l.itemId === 'corrupt-2'));
+    expect(nan.reason).toMatch(/holds NaN at index 0/);
+    expect((await holds(['corrupt-1', 'corrupt-2'])).size).toBe(0);
+  });
+
+  it('pauses the embed queue for every worker when the quota is exhausted, and resumes without losing items', async () => {
+    stub.failNext({ status: 429, body: { error: { message: 'You exceeded your current quota', type: 'insufficient_quota', param: null, code: 'insufficient_quota' } } });
+    const lettersBefore = await pipeline.deadLetters.count();
+    await produce([upsert({ id: 'quota-1', version: 1, text: 'bought after the top-up', metadata: {} })]);
+    await waitFor('the embed queue paused', () => pipeline.embedQueue.isPaused());
+    expect((await holds(['quota-1'])).size).toBe(0);
+    await pipeline.embedQueue.resume();
+    await waitFor('the item indexed after resuming', async () => (await holds(['quota-1'])).size === 1);
+    expect(await pipeline.deadLetters.count()).toBe(lettersBefore);
+  });
+
   it('isolates a text the embeddings API rejects and indexes its batch-mates', async () => {
     stub.options.rejectMarker = 'POISON';
     try {

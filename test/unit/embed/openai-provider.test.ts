@@ -62,6 +62,15 @@ describe('OpenAIProvider', () => {
     expect(bad.message).toContain("'$.input' is invalid");
   });
 
+  it('types dropped connections and timeouts as retryable', async () => {
+    stub.failNext({ kind: 'reset' });
+    expect(await failure(provider())).toMatchObject({ code: 'EMBEDDINGS_UNAVAILABLE', canRetry: true });
+    stub.failNext({ kind: 'hang' });
+    const timeout = await failure(provider({ timeoutMs: 300 }));
+    expect(timeout).toMatchObject({ code: 'EMBEDDINGS_UNAVAILABLE', canRetry: true });
+    expect(timeout.message).toMatch(/timed out after 300 ms/);
+  });
+
   it('reports a refused key without showing it', async () => {
     const error = await failure(provider({ apiKey: 'sk-wrong-key-123' }));
     expect(error).toMatchObject({ code: 'EMBEDDINGS_REJECTED', canRetry: false });
