@@ -28,6 +28,11 @@ export interface EmbedStageOptions {
    * pipeline pauses the embed queue for every worker until someone adds credit and resumes it.
    */
   onQuotaExhausted: (error: IndexerError) => Promise<void>;
+  /**
+   * Called when the provider rate-limits us (429): the pipeline stops every worker from taking
+   * new embed jobs for that long (BullMQ's global rate limit), not just this one request.
+   */
+  onRateLimited: (waitMs: number) => Promise<void>;
   /** In-process retries of one embeddings request before the job itself is failed and retried. */
   retryPolicy?: RetryPolicy;
 }
@@ -166,7 +171,12 @@ export class EmbedStage {
         try {
           const result = await withRetry(() => provider.embed(batch), {
             policy: this.options.retryPolicy,
-            onRetry: ({ attempt, delayMs, error }) => logger.warn({ attempt, delayMs, err: (error as Error).message }, 'embeddings request failed; retrying'),
+            onRetry: ({ attempt, delayMs, error }) => {
+              logger.warn({ attempt, delayMs, err: (error as Error).message }, 'embeddings request failed; retrying');
+              // This batch waits in process (its items stay batched together); the queue stops
+              // handing out new jobs to every worker for as long.
+              if (error instanceof IndexerError && error.code === 'EMBEDDINGS_RATE_LIMITED') void this.options.onRateLimited(delayMs).catch(() => undefined);
+            },
           });
           metrics.embeddingRequests.inc({ model: provider.model, outcome: 'ok' });
           metrics.embeddingInputs.inc({ model: provider.model }, batch.length);

@@ -96,6 +96,9 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
         batchSize: config.embeddings.batchSize,
         maxBatchTokens: config.embeddings.maxBatchTokens,
+        onRateLimited: async (waitMs) => {
+          if (waitMs > 0) await embedQueue.rateLimit(waitMs);
+        },
         onQuotaExhausted: async (error) => {
           await embedQueue.pause();
           logger.error(
@@ -113,6 +116,9 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         concurrency: config.workers.embedConcurrency,
         // A batch may wait on a slow or rate-limited API; do not let BullMQ call its jobs stalled.
         lockDuration: Math.max(30_000, config.embeddings.timeoutMs * 2),
+        // Never binding by itself: it is here so that queue.rateLimit() (set on a 429) is honoured
+        // by every worker; BullMQ checks the global limit only for workers that have a limiter.
+        limiter: { max: Number.MAX_SAFE_INTEGER - 1, duration: 1000 },
       });
       worker.on('error', (error) => logger.error({ role: 'embed', err: error.message }, 'embed worker error'));
       releasers.add('embed worker', async () => {

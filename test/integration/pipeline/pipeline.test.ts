@@ -166,6 +166,19 @@ describe.each(['lancedb', 'qdrant'] as const)('pipeline end to end into %s', (si
     expect((await holds(['corrupt-1', 'corrupt-2'])).size).toBe(0);
   });
 
+  it('on a 429, stops every worker taking embed jobs for the Retry-After, then indexes the item', async () => {
+    stub.failNext({ status: 429, headers: { 'retry-after-ms': '3000' } });
+    await produce([upsert({ id: 'limited-1', version: 1, text: 'rate limited once', metadata: {} })]);
+    const ttl = await waitFor('the global rate limit set', async () => {
+      const t = await pipeline.embedQueue.getRateLimitTtl(Number.MAX_SAFE_INTEGER - 1);
+      return t > 0 ? t : undefined;
+    });
+    expect(ttl).toBeLessThanOrEqual(3000);
+    await waitFor('the item indexed after the wait', async () => (await holds(['limited-1'])).size === 1);
+    const statuses = stub.requests.slice(-2).map((r) => r.status);
+    expect(statuses).toEqual([429, 200]);
+  });
+
   it('pauses the embed queue for every worker when the quota is exhausted, and resumes without losing items', async () => {
     stub.failNext({ status: 429, body: { error: { message: 'You exceeded your current quota', type: 'insufficient_quota', param: null, code: 'insufficient_quota' } } });
     const lettersBefore = await pipeline.deadLetters.count();
