@@ -4,6 +4,8 @@ import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
 import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
 
+/** Qdrant 1.16 added conditional updates (update_filter), which the version guards need. */
+const MIN_QDRANT_MINOR = 16;
 const QDRANT_DISTANCE: Record<Distance, 'Cosine' | 'Dot' | 'Euclid'> = { cosine: 'Cosine', dot: 'Dot', euclid: 'Euclid' };
 
 export interface QdrantSinkOptions {
@@ -28,6 +30,7 @@ export class QdrantSink implements VectorSink {
 
   async open(): Promise<void> {
     const { name, dimensions, distance } = this.collection;
+    await this.requireConditionalUpdates();
     const exists = await this.call('check the collection', () => this.client.collectionExists(name));
     if (!exists.exists) {
       try {
@@ -49,6 +52,18 @@ export class QdrantSink implements VectorSink {
           'Point COLLECTION at a new collection (re-index into it), or fix EMBEDDINGS_DIMENSIONS / VECTOR_DISTANCE',
         { expected: { size: dimensions, distance: QDRANT_DISTANCE[distance] }, actual: { size, distance: actual } },
       );
+    }
+  }
+
+  /**
+   * The version guards ride on conditional updates (`update_filter`, Qdrant 1.16+). An older server
+   * would not apply them, and racing writers could then overwrite newer vectors unnoticed.
+   */
+  private async requireConditionalUpdates(): Promise<void> {
+    const { version } = await this.call('read the server version', () => this.client.versionInfo());
+    const [major = 0, minor = 0] = version.split('.').map(Number);
+    if (major < 1 || (major === 1 && minor < MIN_QDRANT_MINOR)) {
+      throw new SchemaMismatchError(`Qdrant ${version} is too old: the indexer needs 1.${MIN_QDRANT_MINOR} or newer (conditional updates guard against stale writes). Upgrade Qdrant`, { version });
     }
   }
 

@@ -106,6 +106,17 @@ describe('QdrantSink against the contract server', () => {
     expect(upsert?.body).toMatchObject({ points: [{ id: pointId('sku-1'), vector: [1, 0, 0], payload: { brand: 'Acme', item_id: 'sku-1', version: 1 } }] });
   });
 
+  it('refuses a Qdrant older than 1.16 (no conditional updates)', async () => {
+    const old = new QdrantContractServer({ version: '1.15.4' });
+    const oldUrl = await old.start();
+    try {
+      const sink = new QdrantSink({ name: uniqueName('c'), dimensions: 3, distance: 'cosine' }, { url: oldUrl, apiKey: undefined, timeoutMs: 5000 });
+      await expect(sink.open()).rejects.toThrow(/Qdrant 1\.15\.4 is too old: the indexer needs 1\.16 or newer/);
+    } finally {
+      await old.stop();
+    }
+  });
+
   it('types rejected requests as final and unreachable servers as retryable', async () => {
     const name = await collection(3, 'Cosine');
     const wrongSize = new QdrantSink({ name, dimensions: 2, distance: 'cosine' }, { url, apiKey: undefined, timeoutMs: 5000 });

@@ -100,6 +100,8 @@ interface RequestContext {
 
 export interface ContractServerOptions {
   apiKey?: string;
+  /** The version the root endpoint reports (default: the spec's, 1.19.0). */
+  version?: string;
 }
 
 export class QdrantContractServer {
@@ -113,7 +115,7 @@ export class QdrantContractServer {
   readonly requests: { method: string; path: string; query: string; body: unknown }[] = [];
 
   constructor(private readonly options: ContractServerOptions = {}) {
-    this.route('GET', '/', () => ({ raw: { title: 'qdrant - vector search engine', version: '1.19.0', commit: 'contract-server' } }));
+    this.route('GET', '/', () => ({ raw: { title: 'qdrant - vector search engine', version: this.options.version ?? '1.19.0', commit: 'contract-server' } }));
     this.route('GET', '/collections/{collection_name}/exists', ({ params }) => ({ exists: this.resolve(params.collection_name as string) !== undefined }));
     this.route('GET', '/collections/{collection_name}', ({ params }) => this.collectionInfo(params.collection_name as string));
     this.route('PUT', '/collections/{collection_name}', (ctx) => this.createCollection(ctx));
