@@ -1,4 +1,6 @@
+import type { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../config/config.js';
+import { createRedis } from '../queue/connection.js';
 import { ConfigError } from '../core/errors.js';
 import { createProvider } from '../embed/create-provider.js';
 import type { EmbeddingProvider } from '../embed/provider.js';
@@ -26,4 +28,14 @@ export async function openSink(config: Config): Promise<VectorSink> {
 
 export function openProvider(config: Config): EmbeddingProvider {
   return createProvider(config.embeddings);
+}
+
+/** Runs a command with a Redis connection that is closed afterwards, whatever happens. */
+export async function withRedis<T>(config: Config, run: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = createRedis(config.redis.url, 'indexer-cli');
+  try {
+    return await run(redis);
+  } finally {
+    await redis.quit();
+  }
 }

@@ -8,11 +8,10 @@ import { ROLES, type Role } from '../pipeline/pipeline.js';
 import { runWorkerProcess } from '../pipeline/worker-process.js';
 import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { Queue } from 'bullmq';
-import { createRedis } from '../queue/connection.js';
 import { EMBED_QUEUE } from '../queue/jobs.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { verify } from '../state/verify.js';
-import { configOrExit, openSink } from './context.js';
+import { configOrExit, openSink, withRedis } from './context.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
 import { formatHits, searchText } from './search.js';
@@ -94,17 +93,14 @@ program
   .option('--limit <n>', 'how many entries', positiveInt, 20)
   .action(async (opts: { limit: number }) => {
     const config = configOrExit();
-    const redis = createRedis(config.redis.url, 'indexer-cli');
-    try {
+    await withRedis(config, async (redis) => {
       const store = new DeadLetterStore(redis, config.redis.prefix);
       const entries = await store.list(opts.limit);
       process.stdout.write(`${await store.count()} dead letters\n`);
       for (const e of entries) {
         process.stdout.write(`${JSON.stringify({ id: e.id, at: e.at, stage: e.stage, code: e.code, reason: e.reason, item_id: e.itemId, source: e.source, original: e.original.toString('utf8').slice(0, 500) })}\n`);
       }
-    } finally {
-      await redis.quit();
-    }
+    });
   });
 
 program
@@ -112,16 +108,16 @@ program
   .description('resume the embed queue after it was paused (an exhausted embeddings quota pauses it for every worker)')
   .action(async () => {
     const config = configOrExit();
-    const redis = createRedis(config.redis.url, 'indexer-cli');
-    const queue = new Queue(EMBED_QUEUE, { connection: redis, prefix: config.redis.prefix });
-    try {
-      const wasPaused = await queue.isPaused();
-      await queue.resume();
-      process.stdout.write(wasPaused ? 'embed queue resumed\n' : 'embed queue was not paused\n');
-    } finally {
-      await queue.close();
-      await redis.quit();
-    }
+    await withRedis(config, async (redis) => {
+      const queue = new Queue(EMBED_QUEUE, { connection: redis, prefix: config.redis.prefix });
+      try {
+        const wasPaused = await queue.isPaused();
+        await queue.resume();
+        process.stdout.write(wasPaused ? 'embed queue resumed\n' : 'embed queue was not paused\n');
+      } finally {
+        await queue.close();
+      }
+    });
   });
 
 program
@@ -131,9 +127,8 @@ program
   .option('--json', 'print the report as JSON')
   .action(async (opts: { repair?: boolean; json?: boolean }) => {
     const config = configOrExit();
-    const redis = createRedis(config.redis.url, 'indexer-cli');
     const sink = await openSink(config);
-    try {
+    await withRedis(config, async (redis) => {
       const report = await verify(new ItemStateStore(redis, config.redis.prefix, config.redis.tombstoneRetentionSeconds), sink, {
         repair: opts.repair ?? false,
         onProgress: (n) => process.stderr.write(`scanned ${n} points\n`),
@@ -148,10 +143,7 @@ program
         if (opts.repair) process.stdout.write(`repaired: ${report.repaired.deleted} deleted from the sink, ${report.repaired.forgotten} forgotten by the state (replay them to re-index)\n`);
       }
       process.exitCode = report.drift.length > 0 && !opts.repair ? 2 : 0;
-    } finally {
-      await sink.close();
-      await redis.quit();
-    }
+    }).finally(() => sink.close());
   });
 
 program
