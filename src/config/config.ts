@@ -27,6 +27,9 @@ export interface Config {
   };
   embeddings: {
     provider: 'openai' | 'local';
+    preset: 'openai' | 'azure' | 'ollama' | 'tei' | 'vllm';
+    /** Azure only: the deployment and api-version that make up its URL. */
+    azure: { deployment: string; apiVersion: string } | undefined;
     baseUrl: string;
     apiKey: string | undefined;
     model: string;
@@ -107,6 +110,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push({ variable: 'EMBEDDINGS_DIMENSIONS', message: `required for model "${model}": set it to the size of its vectors` });
   }
   const baseUrl = (s.EMBEDDINGS_BASE_URL ?? OPENAI_DEFAULT_BASE_URL).replace(/\/+$/, '');
+  if (s.EMBEDDINGS_PRESET === 'azure' && (!s.EMBEDDINGS_BASE_URL || !s.EMBEDDINGS_AZURE_DEPLOYMENT)) {
+    problems.push({ variable: 'EMBEDDINGS_AZURE_DEPLOYMENT', message: 'EMBEDDINGS_PRESET=azure needs EMBEDDINGS_BASE_URL (https://<resource>.openai.azure.com) and EMBEDDINGS_AZURE_DEPLOYMENT' });
+  }
   if (provider === 'openai' && baseUrl === OPENAI_DEFAULT_BASE_URL && !s.EMBEDDINGS_API_KEY) {
     problems.push({ variable: 'EMBEDDINGS_API_KEY', message: 'required for api.openai.com: set it (or EMBEDDINGS_API_KEY_FILE), or set EMBEDDINGS_BASE_URL to your own server' });
   }
@@ -156,6 +162,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     embeddings: {
       provider,
+      preset: s.EMBEDDINGS_PRESET,
+      azure: s.EMBEDDINGS_PRESET === 'azure' ? { deployment: s.EMBEDDINGS_AZURE_DEPLOYMENT as string, apiVersion: s.EMBEDDINGS_AZURE_API_VERSION } : undefined,
       baseUrl,
       apiKey: s.EMBEDDINGS_API_KEY,
       model,
@@ -167,7 +175,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       truncate: s.EMBEDDINGS_TRUNCATE,
       tokenizer: s.EMBEDDINGS_TOKENIZER,
       timeoutMs: s.EMBEDDINGS_TIMEOUT_MS,
-      encoding: s.EMBEDDINGS_ENCODING,
+      // Ollama and TEI answer floats only: asking them for base64 would be ignored anyway.
+      encoding: s.EMBEDDINGS_PRESET === 'ollama' || s.EMBEDDINGS_PRESET === 'tei' ? 'float' : s.EMBEDDINGS_ENCODING,
     },
     sink: {
       kind: sinkKind,

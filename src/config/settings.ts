@@ -76,6 +76,9 @@ export const SETTINGS = {
 
   // Embeddings
   EMBEDDINGS_PROVIDER: setting('embeddings', z.enum(['auto', 'openai', 'local']), 'auto', '"openai" (any OpenAI-compatible /v1/embeddings), "local" (offline hashing embedder, lexical only), or "auto": openai when EMBEDDINGS_BASE_URL or EMBEDDINGS_API_KEY is set, else local.'),
+  EMBEDDINGS_PRESET: setting('embeddings', z.enum(['openai', 'azure', 'ollama', 'tei', 'vllm']), 'openai', 'Dialect of the OpenAI-compatible server: openai (Bearer key), azure (api-key header, deployment URL, api-version), ollama (float answers), tei (Hugging Face Text Embeddings Inference), vllm.'),
+  EMBEDDINGS_AZURE_DEPLOYMENT: setting('embeddings', optionalString, undefined, 'Azure OpenAI deployment name (EMBEDDINGS_PRESET=azure); EMBEDDINGS_BASE_URL is then https://<resource>.openai.azure.com.'),
+  EMBEDDINGS_AZURE_API_VERSION: setting('embeddings', z.string().min(1), '2024-10-21', 'Azure OpenAI api-version query parameter.'),
   EMBEDDINGS_BASE_URL: setting('embeddings', httpUrl.optional(), undefined, 'Base URL of the OpenAI-compatible API, up to and including /v1 (default https://api.openai.com/v1 for the openai provider).'),
   EMBEDDINGS_API_KEY: setting('embeddings', optionalString, undefined, 'API key, sent as a Bearer token (or EMBEDDINGS_API_KEY_FILE).', true),
   EMBEDDINGS_MODEL: setting('embeddings', z.string().min(1).optional(), undefined, 'Model name (default text-embedding-3-small for openai, local-hash-v1 for local).'),

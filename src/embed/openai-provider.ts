@@ -5,6 +5,10 @@ import type { EmbeddingProvider, EmbeddingResult } from './provider.js';
 export interface OpenAIProviderOptions {
   /** Up to and including /v1, without a trailing slash. */
   baseUrl: string;
+  /** The full embeddings URL when it is not `{baseUrl}/embeddings` (Azure's deployment URL). */
+  url?: string;
+  /** Bearer token (OpenAI and most servers) or Azure's `api-key` header. */
+  auth?: 'bearer' | 'api-key';
   apiKey: string | undefined;
   model: string;
   dimensions: number;
@@ -32,7 +36,7 @@ export class OpenAIProvider implements EmbeddingProvider {
   constructor(private readonly options: OpenAIProviderOptions) {
     this.model = options.model;
     this.dimensions = options.dimensions;
-    this.url = `${options.baseUrl}/embeddings`;
+    this.url = options.url ?? `${options.baseUrl}/embeddings`;
     this.agent = new Agent({
       connections: options.connections ?? 16,
       headersTimeout: options.timeoutMs,
@@ -45,7 +49,10 @@ export class OpenAIProvider implements EmbeddingProvider {
     const body: Record<string, unknown> = { model: this.model, input: texts, encoding_format: this.options.encoding };
     if (this.options.sendDimensions) body.dimensions = this.dimensions;
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
-    if (this.options.apiKey) headers.authorization = `Bearer ${this.options.apiKey}`;
+    if (this.options.apiKey) {
+      if (this.options.auth === 'api-key') headers['api-key'] = this.options.apiKey;
+      else headers.authorization = `Bearer ${this.options.apiKey}`;
+    }
 
     const timeout = AbortSignal.timeout(this.options.timeoutMs);
     let response: Awaited<ReturnType<typeof request>>;

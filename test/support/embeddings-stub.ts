@@ -22,6 +22,12 @@ export interface StubFault {
 }
 
 export interface EmbeddingsStubOptions {
+  /**
+   * Which server it imitates: `openai` (also vLLM's), `azure` (deployment URL with api-version,
+   * `api-key` header, model from the deployment), `ollama` (float answers whatever was asked),
+   * `tei` (Hugging Face TEI: float answers, flat error bodies {message, code, type}).
+   */
+  dialect?: 'openai' | 'azure' | 'ollama' | 'tei';
   dimensions?: number;
   apiKey?: string;
   latencyMs?: number;
@@ -68,7 +74,8 @@ export class EmbeddingsStub {
   options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>;
 
   constructor(options: EmbeddingsStubOptions = {}) {
-    this.options = { dimensions: 8, latencyMs: 0, ignoreEncodingFormat: false, ...options };
+    this.options = { dimensions: 8, latencyMs: 0, ignoreEncodingFormat: false, dialect: 'openai', ...options };
+    if (this.options.dialect === 'ollama' || this.options.dialect === 'tei') this.options.ignoreEncodingFormat = true;
   }
 
   async start(port = 0): Promise<string> {
@@ -97,11 +104,19 @@ export class EmbeddingsStub {
       res.end(JSON.stringify(body));
     };
     if (this.options.latencyMs > 0) await sleep(this.options.latencyMs);
-    if (req.method !== 'POST' || !/\/(v1\/)?embeddings$/.test(new URL(req.url ?? '/', 'http://x').pathname)) {
-      return send(404, openAiError(`Invalid URL (${req.method} ${req.url})`, 'invalid_request_error'));
+    const dialect = this.options.dialect;
+    const url = new URL(req.url ?? '/', 'http://x');
+    const error = (message: string, type: string, code: string | null = null, param: string | null = null) =>
+      dialect === 'tei' ? { message, code: code ?? 422, type } : openAiError(message, type, code, param);
+    const azure = /^\/openai\/deployments\/([^/]+)\/embeddings$/.exec(url.pathname);
+    const pathOk = dialect === 'azure' ? azure !== null && url.searchParams.has('api-version') : /\/(v1\/)?embeddings$/.test(url.pathname);
+    if (req.method !== 'POST' || !pathOk) {
+      return send(404, dialect === 'azure' ? { error: { code: '404', message: 'Resource not found' } } : error(`Invalid URL (${req.method} ${req.url})`, 'invalid_request_error'));
     }
-    if (this.options.apiKey && req.headers.authorization !== `Bearer ${this.options.apiKey}`) {
-      return send(401, openAiError('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key'));
+    const presented = dialect === 'azure' ? req.headers['api-key'] : req.headers.authorization;
+    const expectedKey = dialect === 'azure' ? this.options.apiKey : `Bearer ${this.options.apiKey}`;
+    if (this.options.apiKey && presented !== expectedKey) {
+      return send(401, error('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key'));
     }
     let body: { model?: unknown; input?: unknown; encoding_format?: unknown; dimensions?: unknown };
     try {
@@ -110,7 +125,7 @@ export class EmbeddingsStub {
       return send(400, openAiError('We could not parse the JSON body of your request.', 'invalid_request_error'));
     }
     const inputs = typeof body.input === 'string' ? [body.input] : body.input;
-    const model = typeof body.model === 'string' ? body.model : '';
+    const model = typeof body.model === 'string' ? body.model : azure ? decodeURIComponent(azure[1] as string) : '';
     const encoding = body.encoding_format === 'base64' ? 'base64' : 'float';
     const record = (status: number) => this.requests.push({ model, inputs: Array.isArray(inputs) ? (inputs as string[]) : [], encoding, status });
 
@@ -128,19 +143,19 @@ export class EmbeddingsStub {
     if (fault && !corrupt) {
       const status = fault.status ?? 500;
       record(status);
-      return send(status, fault.body ?? openAiError(`injected ${status}`, status === 429 ? 'requests' : 'server_error'), fault.headers);
+      return send(status, fault.body ?? error(`injected ${status}`, status === 429 ? 'requests' : 'server_error'), fault.headers);
     }
     if (!model) {
       record(400);
-      return send(400, openAiError('you must provide a model parameter', 'invalid_request_error', null, 'model'));
+      return send(400, error('you must provide a model parameter', 'invalid_request_error', null, 'model'));
     }
     if (!Array.isArray(inputs) || inputs.length === 0 || inputs.length > 2048 || inputs.some((i) => typeof i !== 'string' || i.length === 0)) {
       record(400);
-      return send(400, openAiError("'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", 'invalid_request_error', null, 'input'));
+      return send(400, error("'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", 'invalid_request_error', null, 'input'));
     }
     if (this.options.rejectMarker && (inputs as string[]).some((i) => i.includes(this.options.rejectMarker as string))) {
       record(400);
-      return send(400, openAiError("This model's maximum context length is 8192 tokens, however you requested 9000 tokens (9000 in your prompt; 0 for the completion). Please reduce your prompt; or completion length.", 'invalid_request_error', null, 'input'));
+      return send(400, error("This model's maximum context length is 8192 tokens, however you requested 9000 tokens (9000 in your prompt; 0 for the completion). Please reduce your prompt; or completion length.", 'invalid_request_error', null, 'input'));
     }
     record(200);
     const dimensions = typeof body.dimensions === 'number' ? body.dimensions : this.options.dimensions;
