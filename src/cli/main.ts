@@ -11,6 +11,7 @@ import { Queue } from 'bullmq';
 import { EMBED_QUEUE } from '../queue/jobs.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { verify } from '../state/verify.js';
+import { UsageStore } from '../embed/usage.js';
 import { configOrExit, openSink, withRedis } from './context.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
@@ -116,6 +117,21 @@ program
         process.stdout.write(wasPaused ? 'embed queue resumed\n' : 'embed queue was not paused\n');
       } finally {
         await queue.close();
+      }
+    });
+  });
+
+program
+  .command('usage')
+  .description('embeddings requests, inputs, tokens and estimated cost per model, summed over every worker')
+  .action(async () => {
+    const config = configOrExit();
+    await withRedis(config, async (redis) => {
+      const totals = await new UsageStore(redis, config.redis.prefix, config.embeddings.prices).totals();
+      if (totals.length === 0) process.stdout.write('no embeddings requests yet\n');
+      for (const u of totals) {
+        const cost = u.estimatedCostUsd === undefined ? 'no price (set EMBEDDINGS_PRICES)' : `$${u.estimatedCostUsd.toFixed(4)}`;
+        process.stdout.write(`${u.model}: ${u.requests} requests, ${u.inputs} inputs, ${u.tokens} tokens, estimated ${cost}\n`);
       }
     });
   });

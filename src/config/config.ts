@@ -1,4 +1,5 @@
 import { ConfigError } from '../core/errors.js';
+import { parsePrices } from '../embed/usage.js';
 import { rawValue, SETTINGS, type SettingName, type SettingValues } from './settings.js';
 
 export type Distance = 'cosine' | 'dot' | 'euclid';
@@ -43,6 +44,8 @@ export interface Config {
     tokenizer: 'cl100k_base' | 'o200k_base';
     timeoutMs: number;
     encoding: 'base64' | 'float';
+    /** USD per million tokens by model. */
+    prices: Record<string, number>;
   };
   sink: {
     kind: 'qdrant' | 'lancedb';
@@ -175,6 +178,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       truncate: s.EMBEDDINGS_TRUNCATE,
       tokenizer: s.EMBEDDINGS_TOKENIZER,
       timeoutMs: s.EMBEDDINGS_TIMEOUT_MS,
+      prices: parsePrices(s.EMBEDDINGS_PRICES),
       // Ollama and TEI answer floats only: asking them for base64 would be ignored anyway.
       encoding: s.EMBEDDINGS_PRESET === 'ollama' || s.EMBEDDINGS_PRESET === 'tei' ? 'float' : s.EMBEDDINGS_ENCODING,
     },

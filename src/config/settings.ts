@@ -88,6 +88,7 @@ export const SETTINGS = {
   EMBEDDINGS_TRUNCATE: setting('embeddings', z.enum(['head', 'head_tail']), 'head', 'What a cut keeps: the start, or the start and the end.'),
   EMBEDDINGS_TOKENIZER: setting('embeddings', z.enum(['cl100k_base', 'o200k_base']), 'cl100k_base', 'Tokenizer used to count and cut (cl100k_base is text-embedding-3 and ada-002\'s).'),
   EMBEDDINGS_MAX_BATCH_TOKENS: setting('embeddings', int(1), '300000', 'Most tokens per embeddings request (OpenAI allows 300k).'),
+  EMBEDDINGS_PRICES: setting('embeddings', z.string().regex(/^\s*$|^\s*[^=,]+=\d+(\.\d+)?\s*(,\s*[^=,]+=\d+(\.\d+)?\s*)*$/, 'expected model=price pairs, e.g. "my-model=0.05,other=0.1"').optional(), undefined, 'USD per million tokens by model, over the built-in OpenAI prices; used for the estimated cost in metrics and `indexer usage`.'),
   EMBEDDINGS_TIMEOUT_MS: setting('embeddings', int(100), '60000', 'Timeout of one embeddings request.'),
   EMBEDDINGS_ENCODING: setting('embeddings', z.enum(['base64', 'float']), 'base64', 'encoding_format asked of the API; every answer is read by its shape either way.'),
 

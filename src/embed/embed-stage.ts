@@ -9,6 +9,7 @@ import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
 import type { EmbeddingProvider } from './provider.js';
 import type { PreparedText, Tokenizer } from './tokenizer.js';
+import type { UsageStore } from './usage.js';
 import { checkVector } from './vectors.js';
 
 export interface EmbedStageOptions {
@@ -17,6 +18,7 @@ export interface EmbedStageOptions {
   state: ItemStateStore;
   jobOptions: ReturnType<typeof defaultJobOptions>;
   tokenizer: Tokenizer;
+  usage: UsageStore;
   batchSize: number;
   /** Most tokens per embeddings request. */
   maxBatchTokens: number;
@@ -181,6 +183,8 @@ export class EmbedStage {
           metrics.embeddingRequests.inc({ model: provider.model, outcome: 'ok' });
           metrics.embeddingInputs.inc({ model: provider.model }, batch.length);
           metrics.embeddingTokens.inc({ model: provider.model }, result.usage.totalTokens);
+          metrics.embeddingCostUsd.inc({ model: provider.model }, this.options.usage.costOf(provider.model, result.usage.totalTokens) ?? 0);
+          await this.options.usage.record(provider.model, batch.length, result.usage.totalTokens);
           this.quotaExhausted = undefined; // it was resumed and works again: a new exhaustion pauses again
           return result.vectors;
         } catch (error) {

@@ -14,6 +14,7 @@ export class Metrics {
   readonly jobsEnqueued = new Counter({ name: 'indexer_jobs_enqueued_total', help: 'Jobs added to a queue', labelNames: ['queue'] as const, registers: [this.registry] });
   readonly embeddingRequests = new Counter({ name: 'indexer_embedding_requests_total', help: 'Embeddings API requests', labelNames: ['model', 'outcome'] as const, registers: [this.registry] });
   readonly embeddingInputs = new Counter({ name: 'indexer_embedding_inputs_total', help: 'Texts sent to the embeddings API', labelNames: ['model'] as const, registers: [this.registry] });
+  readonly embeddingCostUsd = new Counter({ name: 'indexer_embedding_cost_usd_total', help: 'Estimated embeddings cost from usage and EMBEDDINGS_PRICES', labelNames: ['model'] as const, registers: [this.registry] });
   readonly embeddingTokens = new Counter({ name: 'indexer_embedding_tokens_total', help: 'Tokens billed by the embeddings API (from usage)', labelNames: ['model'] as const, registers: [this.registry] });
   readonly sinkWrites = new Counter({ name: 'indexer_sink_points_total', help: 'Points written to or deleted from the sink', labelNames: ['sink', 'op'] as const, registers: [this.registry] });
   readonly deadLettered = new Counter({ name: 'indexer_dead_lettered_total', help: 'Entries added to the dead-letter store', labelNames: ['stage'] as const, registers: [this.registry] });

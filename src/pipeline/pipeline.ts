@@ -5,6 +5,7 @@ import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { createProvider } from '../embed/create-provider.js';
 import { EmbedStage } from '../embed/embed-stage.js';
 import { Tokenizer } from '../embed/tokenizer.js';
+import { UsageStore } from '../embed/usage.js';
 import type { EmbeddingProvider } from '../embed/provider.js';
 import { IngestConsumer } from '../ingest/ingest-consumer.js';
 import { createKafka } from '../ingest/kafka.js';
@@ -93,6 +94,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         writeQueue,
         state,
         jobOptions,
+        usage: new UsageStore(redis, prefix, config.embeddings.prices),
         tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
         batchSize: config.embeddings.batchSize,
         maxBatchTokens: config.embeddings.maxBatchTokens,

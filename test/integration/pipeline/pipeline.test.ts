@@ -14,7 +14,9 @@ import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js';
 import type { StoredRecord } from '../../../src/sinks/vector-sink.js';
-import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
+import { Redis } from 'ioredis';
+import { UsageStore } from '../../../src/embed/usage.js';
+import { EmbeddingsStub, stubTokens, stubVector } from '../../support/embeddings-stub.js';
 import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
 import { QdrantContractServer } from '../../support/qdrant-contract/contract-server.js';
 
@@ -116,6 +118,18 @@ describe.each(['lancedb', 'qdrant'] as const)('pipeline end to end into %s', (si
 
     const hits = await sink().search(stubVector(changed[0]?.text as string, DIMENSIONS, MODEL), 1);
     expect(hits[0]?.itemId).toBe(changed[0]?.id);
+
+    // Usage is the provider's own count, summed in Redis for every worker.
+    const served = stub.served;
+    const redis = new Redis(config.redis.url);
+    const [usage] = await new UsageStore(redis, config.redis.prefix, { [MODEL]: 1 }).totals().finally(() => redis.disconnect());
+    expect(usage).toEqual({
+      model: MODEL,
+      requests: served.length,
+      inputs: served.reduce((s, r) => s + r.inputs.length, 0),
+      tokens: served.reduce((s, r) => s + r.inputs.reduce((t, x) => t + stubTokens(x), 0), 0),
+      estimatedCostUsd: expect.closeTo(served.reduce((s, r) => s + r.inputs.reduce((t, x) => t + stubTokens(x), 0), 0) / 1e6, 9),
+    });
   });
 
   it('dead-letters bad events with the reason and original bytes, and keeps indexing the rest', async () => {
