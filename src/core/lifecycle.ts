@@ -27,9 +27,3 @@ export class Releasers {
     return this.closing;
   }
 }
-
-/** Memoises an async close so that repeated and concurrent calls share one run. */
-export function once<T>(fn: () => Promise<T>): () => Promise<T> {
-  let result: Promise<T> | undefined;
-  return () => (result ??= fn());
-}

@@ -6,7 +6,7 @@ import { errorMessage, InvalidEventError } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { defaultJobOptions, jobIdFor, PRIORITY, type EmbedJobData } from '../queue/jobs.js';
+import { jobIdFor, PRIORITY, type defaultJobOptions, type EmbedJobData } from '../queue/jobs.js';
 import type { ItemStateStore } from '../state/item-state.js';
 import { parseChangeEvent, type ChangeEvent } from './change-event.js';
 
@@ -20,6 +20,7 @@ export interface IngestOptions {
   kafka: Kafka;
   config: Config;
   embedQueue: Queue<EmbedJobData>;
+  jobOptions: ReturnType<typeof defaultJobOptions>;
   state: ItemStateStore;
   deadLetters: DeadLetterStore;
   logger: Logger;
@@ -86,7 +87,7 @@ export class IngestConsumer {
 
     const newest = new Map<string, { event: ChangeEvent; source: EmbedJobData['source'] }>();
     const dead: DeadLetter[] = [];
-    const jobOptions = defaultJobOptions(config.redis.jobAttempts, config.redis.jobBackoffMs);
+    const { jobOptions } = this.options;
     const acceptedAt = Date.now();
     for (const message of batch.messages) {
       const source = { topic: batch.topic, partition: batch.partition, offset: message.offset };

@@ -132,7 +132,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
 
     if (options.roles.includes('ingest')) {
       const kafka = createKafka(config.kafka, logger);
-      const ingest = new IngestConsumer({ kafka, config, embedQueue, state, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
+      const ingest = new IngestConsumer({ kafka, config, embedQueue, jobOptions, state, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
       releasers.add('ingest', () => ingest.close());
       await ingest.start();
     }

@@ -64,17 +64,17 @@ export class WriteStage {
     const deletes = of('delete');
 
     const upserted = await this.write('upsert', upserts.map((i) => toRecord(items[i] as WriteJobData, indexedAt)), (batch) => this.options.sink.upsert(batch));
-    const lost: number[] = [];
+    // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
+    const missing = new Set<string>();
     const updated = await this.write('payload', payloads.map((i) => ({ itemId: (items[i] as WriteJobData).itemId, payload: toPayload(items[i] as WriteJobData, indexedAt) })), async (batch) => {
-      const { missing } = await this.options.sink.updatePayload(batch);
-      const missingSet = new Set(missing);
-      payloads.forEach((i) => missingSet.has((items[i] as WriteJobData).itemId) && lost.push(i));
+      for (const itemId of (await this.options.sink.updatePayload(batch)).missing) missing.add(itemId);
     });
     const deleted = await this.write('delete', deletes.map((i) => ({ itemId: (items[i] as WriteJobData).itemId, version: (items[i] as WriteJobData).version })), (batch) => this.options.sink.delete(batch));
     upserts.forEach((itemIndex, k) => (outcomes[itemIndex] = upserted[k] as Outcome<void>));
     payloads.forEach((itemIndex, k) => (outcomes[itemIndex] = updated[k] as Outcome<void>));
     deletes.forEach((itemIndex, k) => (outcomes[itemIndex] = deleted[k] as Outcome<void>));
 
+    const lost = payloads.filter((i) => missing.has((items[i] as WriteJobData).itemId));
     if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as WriteJobData));
     const lostSet = new Set(lost);
     await state.recordWritten(

@@ -22,8 +22,3 @@ export function spawnWorker(roles: string, env: Record<string, string | undefine
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   return { child, output: () => output, exited };
 }
-
-/** The environment a worker process gets from a test config's settings. */
-export function envOf(settings: Record<string, string | undefined>): Record<string, string | undefined> {
-  return { LOG_LEVEL: 'info', ...settings };
-}

@@ -66,7 +66,9 @@ function record(itemId: string, version: number, text: string, metadata: Record<
       model: 'stub-embedding',
       source_updated_at: '2026-11-20T10:00:00Z',
       embedded_at: '2026-11-20T10:00:01.000Z',
-      indexed_at: '2026-11-20T10:00:02.000Z', text_tokens: 3, truncated: false,
+      indexed_at: '2026-11-20T10:00:02.000Z',
+      text_tokens: 3,
+      truncated: false,
     }),
   };
 }
