@@ -46,6 +46,10 @@ export interface Config {
     encoding: 'base64' | 'float';
     /** USD per million tokens by model. */
     prices: Record<string, number>;
+    /** Same model behind other URLs or keys, tried in order after the primary. */
+    fallbacks: { baseUrl: string; apiKey: string | undefined }[];
+    rateLimits: { rpm: number | undefined; tpm: number | undefined; adaptToHeaders: boolean };
+    breaker: { failures: number; cooldownMs: number };
   };
   sink: {
     kind: 'qdrant' | 'lancedb';
@@ -100,6 +104,25 @@ function parseSettings(env: NodeJS.ProcessEnv): SettingValues {
   return values as SettingValues;
 }
 
+/**
+ * Pairs fallback URLs with keys: one key per URL, one key for all, or none (the primary's). Keys
+ * alone are the primary URL under other keys (another organisation's quota).
+ */
+function resolveFallbacks(
+  urls: string[],
+  keys: string[],
+  primaryUrl: string,
+  primaryKey: string | undefined,
+  problems: { variable: string; message: string }[],
+): { baseUrl: string; apiKey: string | undefined }[] {
+  if (urls.length === 0) return keys.map((apiKey) => ({ baseUrl: primaryUrl, apiKey }));
+  if (keys.length > 1 && keys.length !== urls.length) {
+    problems.push({ variable: 'EMBEDDINGS_FALLBACK_API_KEYS', message: `has ${keys.length} keys for ${urls.length} EMBEDDINGS_FALLBACK_BASE_URLS: give one key per URL in the same order, a single key for all, or none to reuse EMBEDDINGS_API_KEY` });
+    return [];
+  }
+  return urls.map((url, i) => ({ baseUrl: url.replace(/\/+$/, ''), apiKey: keys.length === 0 ? primaryKey : keys.length === 1 ? keys[0] : keys[i] }));
+}
+
 /** Parses and validates the whole configuration; throws one ConfigError naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const s = parseSettings(env);
@@ -119,6 +142,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (provider === 'openai' && baseUrl === OPENAI_DEFAULT_BASE_URL && !s.EMBEDDINGS_API_KEY) {
     problems.push({ variable: 'EMBEDDINGS_API_KEY', message: 'required for api.openai.com: set it (or EMBEDDINGS_API_KEY_FILE), or set EMBEDDINGS_BASE_URL to your own server' });
   }
+
+  const fallbacks = resolveFallbacks(s.EMBEDDINGS_FALLBACK_BASE_URLS ?? [], s.EMBEDDINGS_FALLBACK_API_KEYS, baseUrl, s.EMBEDDINGS_API_KEY, problems);
 
   const sinkKind = s.SINK === 'auto' ? (s.QDRANT_URL ? 'qdrant' : 'lancedb') : s.SINK;
   if (sinkKind === 'qdrant' && !s.QDRANT_URL) {
@@ -181,6 +206,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       prices: parsePrices(s.EMBEDDINGS_PRICES),
       // Ollama and TEI answer floats only: asking them for base64 would be ignored anyway.
       encoding: s.EMBEDDINGS_PRESET === 'ollama' || s.EMBEDDINGS_PRESET === 'tei' ? 'float' : s.EMBEDDINGS_ENCODING,
+      fallbacks,
+      rateLimits: { rpm: s.EMBEDDINGS_RPM, tpm: s.EMBEDDINGS_TPM, adaptToHeaders: s.EMBEDDINGS_ADAPT_RATE_LIMITS },
+      breaker: { failures: s.EMBEDDINGS_BREAKER_FAILURES, cooldownMs: s.EMBEDDINGS_BREAKER_COOLDOWN_MS },
     },
     sink: {
       kind: sinkKind,

@@ -38,6 +38,14 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
 const httpUrl = z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' });
+const urlList = z
+  .string()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+  .pipe(z.array(httpUrl));
+const optionalList = z
+  .string()
+  .optional()
+  .transform((v) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 const name = z.string().trim().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-" only');
 
 function setting<T>(group: string, schema: z.ZodType<T>, defaultValue: string | undefined, doc: string, secret = false): Setting<T> {
@@ -90,6 +98,13 @@ export const SETTINGS = {
   EMBEDDINGS_MAX_BATCH_TOKENS: setting('embeddings', int(1), '300000', 'Most tokens per embeddings request (OpenAI allows 300k).'),
   EMBEDDINGS_PRICES: setting('embeddings', z.string().regex(/^\s*$|^\s*[^=,]+=\d+(\.\d+)?\s*(,\s*[^=,]+=\d+(\.\d+)?\s*)*$/, 'expected model=price pairs, e.g. "my-model=0.05,other=0.1"').optional(), undefined, 'USD per million tokens by model, over the built-in OpenAI prices; used for the estimated cost in metrics and `indexer usage`.'),
   EMBEDDINGS_TIMEOUT_MS: setting('embeddings', int(100), '60000', 'Timeout of one embeddings request.'),
+  EMBEDDINGS_RPM: setting('embeddings', int(1).optional(), undefined, 'Requests per minute to each endpoint, shared by every replica through Redis (token bucket). Unset: the provider\'s x-ratelimit-limit-requests when it sends one, else unlimited.'),
+  EMBEDDINGS_TPM: setting('embeddings', int(1).optional(), undefined, 'Tokens per minute to each endpoint, shared by every replica; each request reserves its tokens before it is sent and is corrected from usage. Unset: the provider\'s x-ratelimit-limit-tokens, else unlimited.'),
+  EMBEDDINGS_ADAPT_RATE_LIMITS: setting('embeddings', bool, 'true', 'Learn limits and remaining budget from x-ratelimit-* response headers (a limit lower than EMBEDDINGS_RPM/TPM wins). false: only the configured limits, and 429s.'),
+  EMBEDDINGS_BREAKER_FAILURES: setting('embeddings', int(1), '5', 'Consecutive failed requests (5xx, timeouts, resets, refused key) that open an endpoint\'s circuit: it is not called for the cool-down, and readiness reports it.'),
+  EMBEDDINGS_BREAKER_COOLDOWN_MS: setting('embeddings', int(100), '30000', 'How long an open circuit stays open before one probe request is let through.'),
+  EMBEDDINGS_FALLBACK_BASE_URLS: setting('embeddings', urlList.optional(), undefined, 'Other base URLs serving the same model, comma-separated, tried in order when the primary fails or its circuit is open. Never another model: its vectors would not be comparable.'),
+  EMBEDDINGS_FALLBACK_API_KEYS: setting('embeddings', optionalList, undefined, 'Keys for the fallbacks, comma-separated in the same order (or EMBEDDINGS_FALLBACK_API_KEYS_FILE). One key is used for every fallback; none reuses EMBEDDINGS_API_KEY. Keys without URLs are fallbacks on the primary URL.', true),
   EMBEDDINGS_ENCODING: setting('embeddings', z.enum(['base64', 'float']), 'base64', 'encoding_format asked of the API; every answer is read by its shape either way.'),
 
   // Sinks

@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'EMBEDDINGS_QUOTA_EXHAUSTED'
   | 'EMBEDDINGS_PAUSED'
   | 'EMBEDDINGS_REJECTED'
+  | 'EMBEDDINGS_UNAUTHORIZED'
+  | 'EMBEDDINGS_CIRCUIT_OPEN'
   | 'EMBEDDINGS_BAD_RESPONSE'
   | 'VECTOR_INVALID'
   | 'SINK_UNAVAILABLE'
@@ -64,6 +66,19 @@ export class InvalidEventError extends IndexerError {
 }
 
 export class EmbeddingsError extends IndexerError {}
+
+/**
+ * The work was not attempted and must wait, not fail: every endpoint's circuit is open, the queue
+ * is paused for an operator, or the provider keeps rate-limiting. The job goes back to the queue
+ * without spending one of its attempts (BullMQ's RateLimitError at the job boundary), so an
+ * outage of any length dead-letters nothing. Whoever throws it has already told the queue how long
+ * to hold the work (a global rate limit or a pause); it is never retried in process.
+ */
+export class DeferredError extends IndexerError {
+  constructor(code: ErrorCode, message: string, options: { retryAfterMs?: number; details?: Record<string, unknown> } = {}) {
+    super(code, message, { canRetry: true, ...options });
+  }
+}
 export class VectorError extends IndexerError {
   constructor(message: string, details?: Record<string, unknown>) {
     super('VECTOR_INVALID', message, { canRetry: false, details });

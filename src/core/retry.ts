@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isRetryable, retryAfterOf } from './errors.js';
+import { DeferredError, isRetryable, retryAfterOf } from './errors.js';
 
 export interface RetryPolicy {
   /** Total attempts, the first included. */
@@ -28,7 +28,7 @@ export interface RetryOptions {
 
 /**
  * The one retry wrapper for every HTTP and sink call. Retries only errors that say they may heal
- * (see isRetryable); when it gives up, the last error is thrown with every attempt's error attached
+ * (see isRetryable), and never a DeferredError; when it gives up, the last error is thrown with every attempt's error attached
  * as an AggregateError cause, so nothing about the failure is lost.
  */
 export async function withRetry<T>(operation: (attempt: number) => Promise<T>, options: RetryOptions = {}): Promise<T> {
@@ -40,6 +40,8 @@ export async function withRetry<T>(operation: (attempt: number) => Promise<T>, o
       return await operation(attempt);
     } catch (error) {
       errors.push(error);
+      // Deferred work waits in the queue, not in this loop (see DeferredError).
+      if (error instanceof DeferredError) throw error;
       if (!isRetryable(error) || attempt >= policy.attempts) {
         if (errors.length > 1 && error instanceof Error && error.cause === undefined) {
           Object.defineProperty(error, 'cause', {

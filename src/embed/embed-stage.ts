@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import { EmbeddingsError, IndexerError, isRetryable } from '../core/errors.js';
+import { DeferredError, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
@@ -26,15 +26,16 @@ export interface EmbedStageOptions {
   logger: Logger;
   metrics: Metrics;
   /**
-   * Called once when the provider says the quota is exhausted: retrying cannot help, so the
-   * pipeline pauses the embed queue for every worker until someone adds credit and resumes it.
+   * Called once when the provider says something only a person can fix (the quota is exhausted,
+   * the key is refused): retrying cannot help, so the pipeline pauses the embed queue for every
+   * worker until someone fixes it and runs `indexer resume`.
    */
-  onQuotaExhausted: (error: IndexerError) => Promise<void>;
+  pauseForOperator: (error: IndexerError) => Promise<void>;
   /**
-   * Called when the provider rate-limits us (429): the pipeline stops every worker from taking
-   * new embed jobs for that long (BullMQ's global rate limit), not just this one request.
+   * Stops every worker from taking new embed jobs for this long (BullMQ's global rate limit): on
+   * a 429, and while every endpoint's circuit is open.
    */
-  onRateLimited: (waitMs: number) => Promise<void>;
+  holdQueue: (waitMs: number) => Promise<void>;
   /** In-process retries of one embeddings request before the job itself is failed and retried. */
   retryPolicy?: RetryPolicy;
 }
@@ -60,7 +61,7 @@ interface PreparedTask extends EmbedTask {
  */
 export class EmbedStage {
   private readonly batcher: MicroBatcher<PreparedTask, void>;
-  private quotaExhausted: Promise<void> | undefined;
+  private paused: Promise<void> | undefined;
 
   constructor(private readonly options: EmbedStageOptions) {
     this.batcher = new MicroBatcher({
@@ -104,9 +105,13 @@ export class EmbedStage {
     const needsEmbedding = (i: number) => (tasks[i] as EmbedTask).data.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
 
     // Identical texts (of different items) are sent once.
-    const uniqueTexts = [...new Set(tasks.flatMap((t, i) => (needsEmbedding(i) ? [(t.prepared as PreparedText).text] : [])))];
+    const tokensOf = new Map<string, number>();
+    tasks.forEach((t, i) => {
+      if (needsEmbedding(i)) tokensOf.set((t.prepared as PreparedText).text, (t.prepared as PreparedText).tokens);
+    });
+    const uniqueTexts = [...tokensOf.keys()];
     const embedded = new Map<string, Outcome<Float32Array>>();
-    const results = await this.embedIsolating(uniqueTexts);
+    const results = await this.embedIsolating(uniqueTexts, tokensOf);
     uniqueTexts.forEach((text, i) => embedded.set(text, results[i] as Outcome<Float32Array>));
 
     const embeddedAt = new Date().toISOString();
@@ -164,20 +169,21 @@ export class EmbedStage {
   }
 
   /** Embeds texts; a request the provider rejects is split until the offending input is alone. */
-  private async embedIsolating(texts: string[]): Promise<Outcome<Float32Array>[]> {
+  private async embedIsolating(texts: string[], tokensOf: Map<string, number>): Promise<Outcome<Float32Array>[]> {
     const { provider, metrics, logger } = this.options;
     return isolateFailures(
       texts,
       async (batch) => {
         metrics.batchSize.observe({ stage: 'embed' }, batch.length);
+        const estimatedTokens = batch.reduce((sum, text) => sum + (tokensOf.get(text) ?? 0), 0);
         try {
-          const result = await withRetry(() => provider.embed(batch), {
+          const result = await withRetry(() => provider.embed(batch, { estimatedTokens }), {
             policy: this.options.retryPolicy,
             onRetry: ({ attempt, delayMs, error }) => {
               logger.warn({ attempt, delayMs, err: (error as Error).message }, 'embeddings request failed; retrying');
               // This batch waits in process (its items stay batched together); the queue stops
               // handing out new jobs to every worker for as long.
-              if (error instanceof IndexerError && error.code === 'EMBEDDINGS_RATE_LIMITED') void this.options.onRateLimited(delayMs).catch(() => undefined);
+              if (error instanceof IndexerError && error.code === 'EMBEDDINGS_RATE_LIMITED') void this.options.holdQueue(delayMs).catch(() => undefined);
             },
           });
           metrics.embeddingRequests.inc({ model: provider.model, outcome: 'ok' });
@@ -185,23 +191,35 @@ export class EmbedStage {
           metrics.embeddingTokens.inc({ model: provider.model }, result.usage.totalTokens);
           metrics.embeddingCostUsd.inc({ model: provider.model }, this.options.usage.costOf(provider.model, result.usage.totalTokens) ?? 0);
           await this.options.usage.record(provider.model, batch.length, result.usage.totalTokens);
-          this.quotaExhausted = undefined; // it was resumed and works again: a new exhaustion pauses again
+          this.paused = undefined; // it was resumed and works again: a new failure pauses again
           return result.vectors;
         } catch (error) {
           metrics.embeddingRequests.inc({ model: provider.model, outcome: error instanceof IndexerError ? error.code : 'error' });
-          if (error instanceof IndexerError && error.code === 'EMBEDDINGS_QUOTA_EXHAUSTED') {
-            this.quotaExhausted ??= this.options.onQuotaExhausted(error);
-            await this.quotaExhausted;
-            // The jobs go back to the (now paused) queue instead of the dead-letter store.
-            // Not chained as `cause`: the quota error says canRetry: false, and a cause that says
-            // so makes the whole chain final (see isRetryable). The job must wait, not be dropped.
-            throw new EmbeddingsError('EMBEDDINGS_PAUSED', `${error.message}; the embed queue is paused until \`indexer resume\``, { canRetry: true, details: { pausedBy: error.code } });
-          }
-          throw error;
+          throw await this.deferIfWaiting(error);
         }
       },
       (error) => !isRetryable(error) && error instanceof IndexerError && error.code === 'EMBEDDINGS_REJECTED' && isInputError(error),
     );
+  }
+
+  /**
+   * Failures that no attempt of this job can fix, but time or a person will, become deferrals:
+   * the queue is held or paused first, then the jobs go back to it without spending an attempt.
+   * An outage of any length therefore dead-letters nothing.
+   */
+  private async deferIfWaiting(error: unknown): Promise<unknown> {
+    if (!(error instanceof IndexerError)) return error;
+    if (error.code === 'EMBEDDINGS_QUOTA_EXHAUSTED' || error.code === 'EMBEDDINGS_UNAUTHORIZED') {
+      this.paused ??= this.options.pauseForOperator(error);
+      await this.paused;
+      return new DeferredError('EMBEDDINGS_PAUSED', `${error.message}; the embed queue is paused until \`indexer resume\``, { details: { pausedBy: error.code } });
+    }
+    if (error instanceof DeferredError || error.code === 'EMBEDDINGS_RATE_LIMITED') {
+      const waitMs = retryAfterOf(error) ?? 1000;
+      await this.options.holdQueue(waitMs);
+      return error instanceof DeferredError ? error : new DeferredError('EMBEDDINGS_RATE_LIMITED', `${error.message} (still, after every in-process retry); the embed queue waits ${waitMs} ms`, { retryAfterMs: waitMs });
+    }
+    return error;
   }
 }
 

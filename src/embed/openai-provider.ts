@@ -1,6 +1,7 @@
 import { Agent, request, errors as undiciErrors } from 'undici';
 import { EmbeddingsError } from '../core/errors.js';
-import type { EmbeddingProvider, EmbeddingResult } from './provider.js';
+import type { EmbeddingProvider, EmbeddingResult, EmbedOptions } from './provider.js';
+import { parseRateLimitHeaders } from './rate-limit-headers.js';
 
 export interface OpenAIProviderOptions {
   /** Up to and including /v1, without a trailing slash. */
@@ -45,7 +46,8 @@ export class OpenAIProvider implements EmbeddingProvider {
     });
   }
 
-  async embed(texts: string[], signal?: AbortSignal): Promise<EmbeddingResult> {
+  async embed(texts: string[], options: EmbedOptions = {}): Promise<EmbeddingResult> {
+    const { signal } = options;
     const body: Record<string, unknown> = { model: this.model, input: texts, encoding_format: this.options.encoding };
     if (this.options.sendDimensions) body.dimensions = this.dimensions;
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
@@ -75,7 +77,7 @@ export class OpenAIProvider implements EmbeddingProvider {
       throw this.transportError(error, timeout.aborted);
     }
     if (response.statusCode !== 200) throw httpError(response.statusCode, response.headers, text);
-    return this.parse(text, texts.length);
+    return { ...this.parse(text, texts.length), limits: parseRateLimitHeaders(response.headers) };
   }
 
   async close(): Promise<void> {
@@ -169,7 +171,7 @@ function providerMessage(body: string): { message: string; type: string | undefi
 
 function httpError(status: number, headers: Record<string, string | string[] | undefined>, body: string): EmbeddingsError {
   const { message, type, code } = providerMessage(body);
-  const details = { status, type, code };
+  const details = { status, type, code, limits: parseRateLimitHeaders(headers) };
   if (status === 429 && (code === 'insufficient_quota' || type === 'insufficient_quota')) {
     return new EmbeddingsError('EMBEDDINGS_QUOTA_EXHAUSTED', `the embeddings quota is exhausted (429 insufficient_quota): ${message}. Add credit or raise the limit; retrying will not help`, { canRetry: false, details });
   }
@@ -180,7 +182,7 @@ function httpError(status: number, headers: Record<string, string | string[] | u
     return new EmbeddingsError('EMBEDDINGS_UNAVAILABLE', `the embeddings API answered ${status}: ${message}`, { canRetry: true, retryAfterMs: parseRetryAfter(headers), details });
   }
   if (status === 401 || status === 403) {
-    return new EmbeddingsError('EMBEDDINGS_REJECTED', `the embeddings API refused the credentials (${status}): ${message}. Check EMBEDDINGS_API_KEY`, { canRetry: false, details });
+    return new EmbeddingsError('EMBEDDINGS_UNAUTHORIZED', `the embeddings API refused the credentials (${status}): ${message}. Check EMBEDDINGS_API_KEY`, { canRetry: false, details });
   }
   return new EmbeddingsError('EMBEDDINGS_REJECTED', `the embeddings API rejected the request (${status}): ${message}`, { canRetry: false, details });
 }

@@ -1,3 +1,5 @@
+import type { ProviderLimits } from './rate-limit-headers.js';
+
 /**
  * The port every embeddings backend implements. The pipeline knows nothing else about providers:
  * batching, retries, deduplication and vector checks live on this side of it.
@@ -11,6 +13,24 @@ export interface EmbeddingResult {
   /** One vector per input, in input order. */
   vectors: Float32Array[];
   usage: EmbeddingUsage;
+  /** What the provider's x-ratelimit-* headers said, when it sent them. */
+  limits?: ProviderLimits;
+}
+
+export interface EmbedOptions {
+  signal?: AbortSignal;
+  /** Tokens the caller counted for these texts: what a rate limiter reserves before sending. */
+  estimatedTokens?: number;
+}
+
+/** How each endpoint behind a provider is doing, for readiness and `indexer` status output. */
+export interface EndpointHealth {
+  name: string;
+  url: string;
+  circuit: 'closed' | 'open' | 'half_open';
+  /** Effective limits in force (0: none known). */
+  rpm: number;
+  tpm: number;
 }
 
 export interface EmbeddingProvider {
@@ -19,6 +39,8 @@ export interface EmbeddingProvider {
   readonly model: string;
   readonly dimensions: number;
   /** Throws EmbeddingsError (retryable or not) for a failed request; never returns partial results. */
-  embed(texts: string[], signal?: AbortSignal): Promise<EmbeddingResult>;
+  embed(texts: string[], options?: EmbedOptions): Promise<EmbeddingResult>;
+  /** Endpoint states, for providers that call remote endpoints. */
+  health?(): EndpointHealth[];
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
  * The pipeline's metrics, on a registry of its own (no prom-client globals), so that tests and
@@ -16,6 +16,12 @@ export class Metrics {
   readonly embeddingInputs = new Counter({ name: 'indexer_embedding_inputs_total', help: 'Texts sent to the embeddings API', labelNames: ['model'] as const, registers: [this.registry] });
   readonly embeddingCostUsd = new Counter({ name: 'indexer_embedding_cost_usd_total', help: 'Estimated embeddings cost from usage and EMBEDDINGS_PRICES', labelNames: ['model'] as const, registers: [this.registry] });
   readonly embeddingTokens = new Counter({ name: 'indexer_embedding_tokens_total', help: 'Tokens billed by the embeddings API (from usage)', labelNames: ['model'] as const, registers: [this.registry] });
+  readonly endpointRequests = new Counter({ name: 'indexer_embedding_endpoint_requests_total', help: 'HTTP requests to each embeddings endpoint, by outcome (ok or the error code)', labelNames: ['endpoint', 'outcome'] as const, registers: [this.registry] });
+  readonly embeddingCircuitState = new Gauge({ name: 'indexer_embedding_circuit_state', help: 'Circuit of each embeddings endpoint: 0 closed, 1 half-open (one probe allowed), 2 open (not called)', labelNames: ['endpoint'] as const, registers: [this.registry] });
+  readonly embeddingCircuitOpened = new Counter({ name: 'indexer_embedding_circuit_opened_total', help: 'Times an embeddings endpoint circuit opened after sustained failures', labelNames: ['endpoint'] as const, registers: [this.registry] });
+  readonly rateLimit = new Gauge({ name: 'indexer_embedding_rate_limit_per_minute', help: 'Rate limit in force for each endpoint (configured or learned from x-ratelimit headers, the lower; 0: none)', labelNames: ['endpoint', 'kind'] as const, registers: [this.registry] });
+  readonly rateLimitWaitSeconds = new Histogram({ name: 'indexer_embedding_rate_limit_wait_seconds', help: 'How long a request waited for its turn in the shared rate limiter', labelNames: ['endpoint'] as const, buckets: [0, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
+  readonly jobsDeferred = new Counter({ name: 'indexer_jobs_deferred_total', help: 'Jobs put back in their queue without spending an attempt (circuit open, queue paused, rate limited)', labelNames: ['stage', 'reason'] as const, registers: [this.registry] });
   readonly sinkWrites = new Counter({ name: 'indexer_sink_points_total', help: 'Points written to or deleted from the sink', labelNames: ['sink', 'op'] as const, registers: [this.registry] });
   readonly deadLettered = new Counter({ name: 'indexer_dead_lettered_total', help: 'Entries added to the dead-letter store', labelNames: ['stage'] as const, registers: [this.registry] });
   readonly batchSize = new Histogram({ name: 'indexer_batch_size', help: 'Items per embeddings request or sink write', labelNames: ['stage'] as const, buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], registers: [this.registry] });

@@ -6,7 +6,7 @@ import { createProvider } from '../embed/create-provider.js';
 import { EmbedStage } from '../embed/embed-stage.js';
 import { Tokenizer } from '../embed/tokenizer.js';
 import { UsageStore } from '../embed/usage.js';
-import type { EmbeddingProvider } from '../embed/provider.js';
+import type { EmbeddingProvider, EndpointHealth } from '../embed/provider.js';
 import { IngestConsumer } from '../ingest/ingest-consumer.js';
 import { createKafka } from '../ingest/kafka.js';
 import type { Logger } from '../observability/logger.js';
@@ -40,8 +40,17 @@ export interface Pipeline {
   readonly writeQueue: Queue<WriteJobData>;
   /** Present when this process runs the write role. */
   readonly sink: VectorSink | undefined;
+  /** Whether this process can do its work now: false while every embeddings circuit is open. */
+  readiness(): Readiness;
   /** Stops taking work, finishes what is in hand, releases everything. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface Readiness {
+  ready: boolean;
+  /** Why not, in words, when not. */
+  reasons: string[];
+  embeddings: EndpointHealth[] | undefined;
 }
 
 /**
@@ -67,6 +76,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     const deps = { deadLetters, logger, metrics };
 
     let sink: VectorSink | undefined;
+    let embedProvider: EmbeddingProvider | undefined;
     if (options.roles.includes('write')) {
       const writeSink = options.sink ?? createSink(config.sink, config.embeddings.dimensions);
       sink = writeSink;
@@ -87,8 +97,9 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     }
 
     if (options.roles.includes('embed')) {
-      const provider = options.provider ?? createProvider(config.embeddings);
+      const provider = options.provider ?? createProvider(config.embeddings, { redis, prefix, logger: logger.child({ role: 'embed' }), metrics });
       if (!options.provider) releasers.add('embeddings provider', () => provider.close());
+      embedProvider = provider;
       const stage = new EmbedStage({
         provider,
         writeQueue,
@@ -98,14 +109,15 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
         batchSize: config.embeddings.batchSize,
         maxBatchTokens: config.embeddings.maxBatchTokens,
-        onRateLimited: async (waitMs) => {
+        holdQueue: async (waitMs) => {
           if (waitMs > 0) await embedQueue.rateLimit(waitMs);
         },
-        onQuotaExhausted: async (error) => {
+        pauseForOperator: async (error) => {
           await embedQueue.pause();
+          const fix = error.code === 'EMBEDDINGS_UNAUTHORIZED' ? 'Fix EMBEDDINGS_API_KEY and restart the workers' : 'Add credit or raise the limit';
           logger.error(
             { role: 'embed', code: error.code, err: error.message },
-            'EMBEDDINGS QUOTA EXHAUSTED: the embed queue is paused for every worker; jobs wait in it. Add credit or raise the limit, then run `indexer resume`',
+            `EMBEDDINGS STOPPED (${error.code}): the embed queue is paused for every worker; jobs wait in it. ${fix}, then run \`indexer resume\``,
           );
         },
         lingerMs: config.workers.embedLingerMs,
@@ -145,10 +157,20 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       embedQueue,
       writeQueue,
       sink,
+      readiness: () => readinessOf(embedProvider),
       close: () => releasers.close(onCloseError),
     };
   } catch (error) {
     await releasers.close(onCloseError);
     throw error;
   }
+}
+
+function readinessOf(provider: EmbeddingProvider | undefined): Readiness {
+  const endpoints = provider?.health?.();
+  const reasons: string[] = [];
+  if (endpoints && endpoints.length > 0 && endpoints.every((e) => e.circuit === 'open')) {
+    reasons.push(`every embeddings endpoint's circuit is open (${endpoints.map((e) => e.name).join(', ')}): embed jobs wait in the queue`);
+  }
+  return { ready: reasons.length === 0, reasons, embeddings: endpoints };
 }

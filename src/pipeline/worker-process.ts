@@ -3,7 +3,7 @@ import { describeConfig, loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../core/errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
-import { startPipeline, type Role } from './pipeline.js';
+import { startPipeline, type Pipeline, type Role } from './pipeline.js';
 
 /** After the first signal, how long a graceful drain may take before the process exits anyway. */
 const SHUTDOWN_GRACE_MS = 30_000;
@@ -26,9 +26,9 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
   const logger = createLogger(config.observability.logLevel, { service: 'embedding-indexer', roles: roles.join(',') });
   logger.info({ config: describeConfig(config) }, 'starting');
   const metrics = new Metrics().withDefaultMetrics();
-  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, config.observability.metricsPort, logger);
+  let pipeline: Pipeline | undefined;
+  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, () => pipeline, config.observability.metricsPort, logger);
 
-  let pipeline: Awaited<ReturnType<typeof startPipeline>>;
   try {
     pipeline = await startPipeline(config, { roles, logger, metrics });
   } catch (error) {
@@ -37,6 +37,7 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
     process.exit(1);
   }
   logger.info({ roles }, 'running');
+  const running = pipeline;
 
   let signals = 0;
   const shutdown = (signal: string) => {
@@ -46,11 +47,12 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
       process.exit(130);
     }
     logger.info({ signal }, 'draining (send the signal again to force)');
+    pipeline = undefined; // not ready while draining
     setTimeout(() => {
       logger.error({ graceMs: SHUTDOWN_GRACE_MS }, 'drain took too long: exiting');
       process.exit(1);
     }, SHUTDOWN_GRACE_MS).unref();
-    void pipeline
+    void running
       .close()
       .then(() => {
         metricsServer?.close();
@@ -67,8 +69,13 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
-function serveMetrics(metrics: Metrics, port: number, logger: Logger): Server {
+/**
+ * /metrics for Prometheus, /healthz (the process answers) and /readyz (it can do its work: 503
+ * while starting, stopping, or while every embeddings circuit is open, with the reasons as JSON).
+ */
+function serveMetrics(metrics: Metrics, pipeline: () => Pipeline | undefined, port: number, logger: Logger): Server {
   const server = createServer((req, res) => {
+    const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     if (req.url === '/metrics') {
       void metrics.registry.metrics().then((body) => {
         res.writeHead(200, { 'content-type': metrics.registry.contentType });
@@ -76,8 +83,14 @@ function serveMetrics(metrics: Metrics, port: number, logger: Logger): Server {
       });
       return;
     }
+    if (req.url === '/healthz') return json(200, { status: 'ok' });
+    if (req.url === '/readyz') {
+      const current = pipeline();
+      const readiness = current ? current.readiness() : { ready: false, reasons: ['not running: starting or draining'], embeddings: undefined };
+      return json(readiness.ready ? 200 : 503, readiness);
+    }
     res.writeHead(404).end();
   });
-  server.listen(port, () => logger.info({ port }, 'metrics on /metrics'));
+  server.listen(port, () => logger.info({ port }, 'metrics on /metrics, health on /healthz and /readyz'));
   return server;
 }

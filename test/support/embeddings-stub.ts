@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { formatResetDuration } from '../../src/embed/rate-limit-headers.js';
 import { LoopbackServer } from './loopback-server.js';
 
 /**
@@ -30,7 +31,16 @@ export interface EmbeddingsStubOptions {
   dialect?: 'openai' | 'azure' | 'ollama' | 'tei';
   dimensions?: number;
   apiKey?: string;
+  /** Every answer waits this long... */
   latencyMs?: number;
+  /** ...plus a uniformly random extra of up to this many ms. */
+  latencyJitterMs?: number;
+  /**
+   * Enforces OpenAI-style limits per minute (token buckets that hold one minute's worth and refill
+   * continuously; tokens counted as stubTokens), answers 429 `rate_limit_exceeded` with Retry-After
+   * when a request does not fit, and sends x-ratelimit-* headers on every answer.
+   */
+  rateLimits?: { rpm?: number; tpm?: number };
   /** Answer float arrays whatever encoding_format asked for, as some "compatible" servers do. */
   ignoreEncodingFormat?: boolean;
   /** Inputs containing this marker are rejected as too long (400, like OpenAI's context-length error). */
@@ -42,6 +52,9 @@ export interface StubRequest {
   inputs: string[];
   encoding: string;
   status: number;
+  /** Tokens the request carried (stubTokens), and when it arrived (ms since the epoch). */
+  tokens: number;
+  at: number;
 }
 
 /** The stub's vector for a text: seeded by its SHA-256, unit length. Tests compare sinks to it. */
@@ -67,14 +80,56 @@ function openAiError(message: string, type: string, code: string | null = null, 
   return { error: { message, type, param, code } };
 }
 
+/** One limit of the stub: a bucket holding a minute's worth, refilled continuously. */
+class MinuteBucket {
+  private available: number;
+  private updatedAt = Date.now();
+
+  constructor(readonly limit: number) {
+    this.available = limit;
+  }
+
+  /** 0 when `cost` fits now, else how long until it would. A cost above the limit fits a full bucket. */
+  waitFor(cost: number, now = Date.now()): number {
+    this.refill(now);
+    const wanted = Math.min(cost, this.limit);
+    return this.available >= wanted ? 0 : Math.ceil(((wanted - this.available) * 60_000) / this.limit);
+  }
+
+  take(cost: number, now = Date.now()): void {
+    this.refill(now);
+    this.available -= Math.min(cost, this.limit);
+  }
+
+  remaining(now = Date.now()): number {
+    this.refill(now);
+    return Math.floor(this.available);
+  }
+
+  /** Until the bucket is full again. */
+  resetMs(now = Date.now()): number {
+    this.refill(now);
+    return ((this.limit - this.available) * 60_000) / this.limit;
+  }
+
+  private refill(now: number): void {
+    this.available = Math.min(this.limit, this.available + ((now - this.updatedAt) * this.limit) / 60_000);
+    this.updatedAt = now;
+  }
+}
+
 export class EmbeddingsStub {
   readonly requests: StubRequest[] = [];
   private readonly http = new LoopbackServer((req, res) => this.onRequest(req, res));
   private faults: StubFault[] = [];
-  options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker'>;
+  private readonly requestBucket: MinuteBucket | undefined;
+  private readonly tokenBucket: MinuteBucket | undefined;
+  options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'rateLimits'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'rateLimits'>;
 
   constructor(options: EmbeddingsStubOptions = {}) {
-    this.options = { dimensions: 8, latencyMs: 0, ignoreEncodingFormat: false, dialect: 'openai', ...options };
+    this.options = { dimensions: 8, latencyMs: 0, latencyJitterMs: 0, ignoreEncodingFormat: false, dialect: 'openai', ...options };
+    this.requestBucket = options.rateLimits?.rpm ? new MinuteBucket(options.rateLimits.rpm) : undefined;
+    this.tokenBucket = options.rateLimits?.tpm ? new MinuteBucket(options.rateLimits.tpm) : undefined;
     if (this.options.dialect === 'ollama' || this.options.dialect === 'tei') this.options.ignoreEncodingFormat = true;
   }
 
@@ -99,11 +154,13 @@ export class EmbeddingsStub {
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
-    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
-      res.writeHead(status, { 'content-type': 'application/json', ...headers });
+    const arrivedAt = Date.now();
+    const send = async (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      const latency = this.options.latencyMs + Math.random() * this.options.latencyJitterMs;
+      if (latency > 0) await sleep(latency);
+      res.writeHead(status, { 'content-type': 'application/json', ...this.rateLimitHeaders(), ...headers });
       res.end(JSON.stringify(body));
     };
-    if (this.options.latencyMs > 0) await sleep(this.options.latencyMs);
     const dialect = this.options.dialect;
     const url = new URL(req.url ?? '/', 'http://x');
     const error = (message: string, type: string, code: string | null = null, param: string | null = null) =>
@@ -127,7 +184,9 @@ export class EmbeddingsStub {
     const inputs = typeof body.input === 'string' ? [body.input] : body.input;
     const model = typeof body.model === 'string' ? body.model : azure ? decodeURIComponent(azure[1] as string) : '';
     const encoding = body.encoding_format === 'base64' ? 'base64' : 'float';
-    const record = (status: number) => this.requests.push({ model, inputs: Array.isArray(inputs) ? (inputs as string[]) : [], encoding, status });
+    const carried = Array.isArray(inputs) ? (inputs as unknown[]).filter((i): i is string => typeof i === 'string') : [];
+    const tokens = carried.reduce((sum, text) => sum + stubTokens(text), 0);
+    const record = (status: number) => this.requests.push({ model, inputs: carried, encoding, status, tokens, at: arrivedAt });
 
     const fault = this.faults.shift();
     if (fault?.kind === 'reset') {
@@ -157,11 +216,15 @@ export class EmbeddingsStub {
       record(400);
       return send(400, error("This model's maximum context length is 8192 tokens, however you requested 9000 tokens (9000 in your prompt; 0 for the completion). Please reduce your prompt; or completion length.", 'invalid_request_error', null, 'input'));
     }
+    const limited = this.overLimit(model, tokens);
+    if (limited) {
+      record(429);
+      return send(429, error(limited.message, limited.type, 'rate_limit_exceeded'), { 'retry-after-ms': String(limited.waitMs), 'retry-after': String(Math.ceil(limited.waitMs / 1000)) });
+    }
     record(200);
     const dimensions = typeof body.dimensions === 'number' ? body.dimensions : this.options.dimensions;
-    const tokens = (inputs as string[]).reduce((s, t) => s + stubTokens(t), 0);
     const asBase64 = encoding === 'base64' && !this.options.ignoreEncodingFormat;
-    send(200, {
+    await send(200, {
       object: 'list',
       data: (inputs as string[]).map((text, index) => {
         let vector = stubVector(text, dimensions, model);
@@ -174,5 +237,37 @@ export class EmbeddingsStub {
       model,
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     });
+  }
+
+  /** OpenAI's wording for a request that does not fit its per-minute limits, or undefined if it fits. */
+  private overLimit(model: string, tokens: number): { message: string; type: string; waitMs: number } | undefined {
+    const now = Date.now();
+    // Both checked before either is taken: a refused request consumes nothing.
+    const requestWait = this.requestBucket?.waitFor(1, now) ?? 0;
+    const tokenWait = this.tokenBucket?.waitFor(tokens, now) ?? 0;
+    const describe = (kind: string, bucket: MinuteBucket, requested: number, waitMs: number) => ({
+      message: `Rate limit reached for ${model} in organization org-stub on ${kind}: Limit ${bucket.limit}, Used ${bucket.limit - bucket.remaining(now)}, Requested ${requested}. Please try again in ${formatResetDuration(waitMs)}. Visit https://platform.openai.com/account/rate-limits to learn more.`,
+      waitMs,
+    });
+    if (requestWait > 0 && this.requestBucket) return { ...describe('requests per min (RPM)', this.requestBucket, 1, requestWait), type: 'requests' };
+    if (tokenWait > 0 && this.tokenBucket) return { ...describe('tokens per min (TPM)', this.tokenBucket, tokens, tokenWait), type: 'tokens' };
+    this.requestBucket?.take(1, now);
+    this.tokenBucket?.take(tokens, now);
+    return undefined;
+  }
+
+  private rateLimitHeaders(): Record<string, string> {
+    const headers: Record<string, string> = {};
+    if (this.requestBucket) {
+      headers['x-ratelimit-limit-requests'] = String(this.requestBucket.limit);
+      headers['x-ratelimit-remaining-requests'] = String(this.requestBucket.remaining());
+      headers['x-ratelimit-reset-requests'] = formatResetDuration(this.requestBucket.resetMs());
+    }
+    if (this.tokenBucket) {
+      headers['x-ratelimit-limit-tokens'] = String(this.tokenBucket.limit);
+      headers['x-ratelimit-remaining-tokens'] = String(this.tokenBucket.remaining());
+      headers['x-ratelimit-reset-tokens'] = formatResetDuration(this.tokenBucket.resetMs());
+    }
+    return headers;
   }
 }

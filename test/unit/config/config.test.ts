@@ -58,6 +58,19 @@ describe('loadConfig', () => {
     expect(JSON.stringify(describeConfig(config))).not.toContain('sk-from-file');
   });
 
+  it('pairs fallback URLs with keys, and refuses counts that do not match', () => {
+    const base = { EMBEDDINGS_BASE_URL: 'http://primary/v1', EMBEDDINGS_API_KEY: 'sk-primary', EMBEDDINGS_MODEL: 'm', EMBEDDINGS_DIMENSIONS: '8' };
+    expect(loadConfig({ ...base, EMBEDDINGS_FALLBACK_BASE_URLS: 'http://a/v1/, http://b/v1' }).embeddings.fallbacks).toEqual([
+      { baseUrl: 'http://a/v1', apiKey: 'sk-primary' },
+      { baseUrl: 'http://b/v1', apiKey: 'sk-primary' },
+    ]);
+    expect(loadConfig({ ...base, EMBEDDINGS_FALLBACK_API_KEYS: 'sk-other-org' }).embeddings.fallbacks).toEqual([{ baseUrl: 'http://primary/v1', apiKey: 'sk-other-org' }]);
+    expect(() => loadConfig({ ...base, EMBEDDINGS_FALLBACK_BASE_URLS: 'http://a/v1,http://b/v1,http://c/v1', EMBEDDINGS_FALLBACK_API_KEYS: 'k1,k2' })).toThrow(/EMBEDDINGS_FALLBACK_API_KEYS: has 2 keys for 3/);
+    expect(() => loadConfig({ ...base, EMBEDDINGS_FALLBACK_BASE_URLS: 'ftp://a' })).toThrow(/EMBEDDINGS_FALLBACK_BASE_URLS: expected an http/);
+    const described = JSON.stringify(describeConfig(loadConfig({ ...base, EMBEDDINGS_FALLBACK_API_KEYS: 'sk-secret-fallback' })));
+    expect(described).not.toContain('sk-secret-fallback');
+  });
+
   it('redacts passwords in URLs', () => {
     expect(redactUrl('redis://default:s3cret@redis:6379/0')).toBe('redis://default:[redacted]@redis:6379/0');
     expect(JSON.stringify(describeConfig(loadConfig({ REDIS_URL: 'redis://u:s3cret@h:6379' })))).not.toContain('s3cret');

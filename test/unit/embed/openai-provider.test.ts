@@ -73,7 +73,7 @@ describe('OpenAIProvider', () => {
 
   it('reports a refused key without showing it', async () => {
     const error = await failure(provider({ apiKey: 'sk-wrong-key-123' }));
-    expect(error).toMatchObject({ code: 'EMBEDDINGS_REJECTED', canRetry: false });
+    expect(error).toMatchObject({ code: 'EMBEDDINGS_UNAUTHORIZED', canRetry: false });
     expect(error.message).toMatch(/EMBEDDINGS_API_KEY/);
     expect(JSON.stringify({ m: error.message, d: error.details })).not.toContain('sk-wrong-key-123');
   });
