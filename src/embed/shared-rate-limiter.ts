@@ -91,6 +91,14 @@ redis.call('PEXPIRE', bucket, 3600000)
 redis.call('PEXPIRE', pending, 3600000)
 return {wait, capR, capT, math.floor(t or -1)}`;
 
+/**
+ * Added to every wait. Our bucket starts refilling when we reserve, the provider's when the request
+ * arrives; after an idle spell both are full and that lag (a network round trip) is refill the
+ * provider never credits. Sending a little after our turn covers it. It costs no throughput: the
+ * bucket keeps refilling meanwhile and the next turn is computed from the bucket, not from this send.
+ */
+const SEND_MARGIN_MS = 200;
+
 export interface RateLimits {
   /** Requests per minute; undefined: none configured. */
   rpm?: number;
@@ -141,8 +149,8 @@ export class SharedRateLimiter {
     const [wait, , capT] = await this.run('reserve', [String(rounded), id, String(this.options.reservationTtlMs)]);
     const reserved = capT > 0 ? Math.min(rounded, capT) : rounded;
     const limited = this.snapshot.rpm > 0 || this.snapshot.tpm > 0;
-    if (wait > 0) await sleep(wait, undefined, { signal });
-    return { waitedMs: Math.max(0, wait), member: limited ? `${id}:${reserved}` : undefined, tokens: reserved };
+    if (wait > 0) await sleep(wait + SEND_MARGIN_MS, undefined, { signal });
+    return { waitedMs: wait > 0 ? wait + SEND_MARGIN_MS : 0, member: limited ? `${id}:${reserved}` : undefined, tokens: reserved };
   }
 
   /**

@@ -133,6 +133,9 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         // Never binding by itself: it is here so that queue.rateLimit() (set on a 429) is honoured
         // by every worker; BullMQ checks the global limit only for workers that have a limiter.
         limiter: { max: Number.MAX_SAFE_INTEGER - 1, duration: 1000 },
+        // An idle worker re-checks the queue every second (BullMQ's default is 5 s): jobs put back
+        // during a rate limit or an open circuit are taken again soon after the wait ends.
+        drainDelay: 1,
       });
       worker.on('error', (error) => logger.error({ role: 'embed', err: error.message }, 'embed worker error'));
       releasers.add('embed worker', async () => {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatResetDuration } from '../../src/embed/rate-limit-headers.js';
@@ -71,9 +72,12 @@ export function stubVector(text: string, dimensions: number, model = 'stub-embed
   return vector.map((v) => v / norm);
 }
 
-/** Rough token count (OpenAI averages about 4 characters a token); the stub's usage numbers. */
+/**
+ * The tokens the stub counts for a text, in usage and against its rate limits: cl100k_base, the
+ * tokenizer OpenAI's text-embedding-3 models count with, so the stub's usage is what OpenAI's would be.
+ */
 export function stubTokens(text: string): number {
-  return Math.max(1, Math.ceil(text.length / 4));
+  return countTokens(text);
 }
 
 function openAiError(message: string, type: string, code: string | null = null, param: string | null = null) {
@@ -173,6 +177,7 @@ export class EmbeddingsStub {
     const presented = dialect === 'azure' ? req.headers['api-key'] : req.headers.authorization;
     const expectedKey = dialect === 'azure' ? this.options.apiKey : `Bearer ${this.options.apiKey}`;
     if (this.options.apiKey && presented !== expectedKey) {
+      this.requests.push({ model: '', inputs: [], encoding: '', status: 401, tokens: 0, at: arrivedAt });
       return send(401, error('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key'));
     }
     let body: { model?: unknown; input?: unknown; encoding_format?: unknown; dimensions?: unknown };
