@@ -106,7 +106,7 @@ program
 
 program
   .command('resume')
-  .description('resume the embed queue after it was paused (an exhausted embeddings quota pauses it for every worker)')
+  .description('resume the embed queue after it was paused (an exhausted embeddings quota or a refused key pauses it for every worker)')
   .action(async () => {
     const config = configOrExit();
     await withRedis(config, async (redis) => {

@@ -4,7 +4,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { EmbeddingProvider, EmbeddingResult, EmbedOptions, EndpointHealth } from './provider.js';
 import type { ProviderLimits } from './rate-limit-headers.js';
-import type { Reservation, SharedRateLimiter } from './shared-rate-limiter.js';
+import { waitForTurn, type Reservation, type SharedRateLimiter } from './shared-rate-limiter.js';
 
 /** One base URL and key serving the configured model. */
 export interface Endpoint {
@@ -93,12 +93,15 @@ export class ResilientProvider implements EmbeddingProvider {
     const labels = { endpoint: endpoint.name };
     let reservation: Reservation | undefined;
     try {
-      reservation = await endpoint.limiter?.reserve(options.estimatedTokens ?? 0, options.signal);
+      reservation = await endpoint.limiter?.reserve(options.estimatedTokens ?? 0);
+      if (reservation) {
+        metrics?.rateLimitWaitSeconds.observe(labels, reservation.waitMs / 1000);
+        await waitForTurn(reservation, options.signal);
+      }
     } catch (error) {
-      endpoint.breaker.release(); // a Redis failure says nothing about the endpoint
+      endpoint.breaker.release(); // a Redis failure or a cancelled wait says nothing about the endpoint
       throw error;
     }
-    if (reservation) metrics?.rateLimitWaitSeconds.observe(labels, reservation.waitedMs / 1000);
 
     let result: EmbeddingResult;
     try {

@@ -15,14 +15,17 @@ import type { ProviderLimits } from './rate-limit-headers.js';
  *
  * After the answer, settle() corrects the bucket by the tokens the provider actually counted, and
  * by what it says is left (x-ratelimit-remaining-*): the provider's view minus our reservations it
- * has not seen yet is the truth whenever it is lower than ours (another client on the same key, or
- * a tokenizer that counts differently). Limits the provider announces (x-ratelimit-limit-*) replace
+ * cannot have seen yet (those still waiting for their turn) is the truth whenever it is lower than
+ * ours (another client on the same key, or a tokenizer that counts differently). Requests already
+ * sent are taken as counted: the provider answers with its count at the time it answers, which
+ * includes requests that arrived after the one it answers. Limits the provider announces (x-ratelimit-limit-*) replace
  * configured ones when lower, and are remembered for every replica.
  */
 
 // KEYS[1] bucket hash: r, t (request and token balances), ts (last refill, ms), lr, lt (learned
 // limits), u (no request before this time, set by a 429). KEYS[2] sorted set of reservations not
-// yet settled, "id:tokens" scored by when they are presumed lost (a process died mid-request).
+// yet settled, "id:tokens" scored by their turn plus a TTL: after that they are presumed lost (a
+// process died mid-request), and a score above now + TTL means the turn has not come yet.
 // ARGV[1] operation, ARGV[2] configured requests/min, ARGV[3] configured tokens/min (0: none).
 const BUCKET = `
 local bucket, pending = KEYS[1], KEYS[2]
@@ -66,10 +69,13 @@ if op == 'reserve' then
 elseif op == 'settle' then
   -- ARGV[4..7]: limit/remaining requests, limit/remaining tokens ('' when not sent);
   -- ARGV[8] member of the reservation, ARGV[9] tokens reserved, ARGV[10] tokens counted.
+  -- The provider answered with its count at that moment. Reservations whose turn has come were
+  -- sent and are (about) in it; those still waiting for their turn are not. ARGV[11]: their TTL.
   redis.call('ZREM', pending, ARGV[8])
   if t then t = math.min(capT, t + tonumber(ARGV[9]) - tonumber(ARGV[10])) end
+  local unseen = redis.call('ZRANGEBYSCORE', pending, '(' .. (now + tonumber(ARGV[11])), '+inf')
   local inFlightTokens, inFlightRequests = 0, 0
-  for _, member in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
+  for _, member in ipairs(unseen) do
     inFlightRequests = inFlightRequests + 1
     inFlightTokens = inFlightTokens + tonumber(string.match(member, ':(%d+)$'))
   end
@@ -107,10 +113,15 @@ export interface RateLimits {
 }
 
 export interface Reservation {
-  /** How long the caller waited for its turn. */
-  waitedMs: number;
+  /** How long until this reservation's turn (0: now). The caller sends then: see waitForTurn. */
+  waitMs: number;
   readonly member: string | undefined;
   readonly tokens: number;
+}
+
+/** Waits for a reservation's turn. */
+export async function waitForTurn(reservation: Reservation, signal?: AbortSignal): Promise<void> {
+  if (reservation.waitMs > 0) await sleep(reservation.waitMs, undefined, { signal });
 }
 
 export interface LimiterSnapshot {
@@ -142,15 +153,17 @@ export class SharedRateLimiter {
     return this.snapshot;
   }
 
-  /** Reserves one request and its estimated tokens, waiting for the turn the buckets give it. */
-  async reserve(tokens: number, signal?: AbortSignal): Promise<Reservation> {
+  /**
+   * Reserves one request and its estimated tokens, and says when its turn comes. The reservation
+   * holds its place whether or not the caller then waits for it.
+   */
+  async reserve(tokens: number): Promise<Reservation> {
     const id = randomUUID();
     const rounded = Math.max(0, Math.ceil(tokens));
     const [wait, , capT] = await this.run('reserve', [String(rounded), id, String(this.options.reservationTtlMs)]);
     const reserved = capT > 0 ? Math.min(rounded, capT) : rounded;
     const limited = this.snapshot.rpm > 0 || this.snapshot.tpm > 0;
-    if (wait > 0) await sleep(wait + SEND_MARGIN_MS, undefined, { signal });
-    return { waitedMs: wait > 0 ? wait + SEND_MARGIN_MS : 0, member: limited ? `${id}:${reserved}` : undefined, tokens: reserved };
+    return { waitMs: wait > 0 ? wait + SEND_MARGIN_MS : 0, member: limited ? `${id}:${reserved}` : undefined, tokens: reserved };
   }
 
   /**
@@ -170,6 +183,7 @@ export class SharedRateLimiter {
       reservation.member ?? '',
       String(reservation.member ? reservation.tokens : 0),
       String(reservation.member ? Math.ceil(countedTokens) : 0),
+      String(this.options.reservationTtlMs),
     ]);
   }
 
