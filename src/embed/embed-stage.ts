@@ -61,7 +61,8 @@ interface PreparedTask extends EmbedTask {
  */
 export class EmbedStage {
   private readonly batcher: MicroBatcher<PreparedTask, void>;
-  private paused: Promise<void> | undefined;
+  /** The pause in progress: batches failing together pause (and say so) once. */
+  private pausing: Promise<void> | undefined;
 
   constructor(private readonly options: EmbedStageOptions) {
     this.batcher = new MicroBatcher({
@@ -191,7 +192,6 @@ export class EmbedStage {
           metrics.embeddingTokens.inc({ model: provider.model }, result.usage.totalTokens);
           metrics.embeddingCostUsd.inc({ model: provider.model }, this.options.usage.costOf(provider.model, result.usage.totalTokens) ?? 0);
           await this.options.usage.record(provider.model, batch.length, result.usage.totalTokens);
-          this.paused = undefined; // it was resumed and works again: a new failure pauses again
           return result.vectors;
         } catch (error) {
           metrics.embeddingRequests.inc({ model: provider.model, outcome: error instanceof IndexerError ? error.code : 'error' });
@@ -210,8 +210,10 @@ export class EmbedStage {
   private async deferIfWaiting(error: unknown): Promise<unknown> {
     if (!(error instanceof IndexerError)) return error;
     if (error.code === 'EMBEDDINGS_QUOTA_EXHAUSTED' || error.code === 'EMBEDDINGS_UNAUTHORIZED') {
-      this.paused ??= this.options.pauseForOperator(error);
-      await this.paused;
+      this.pausing ??= this.options.pauseForOperator(error).finally(() => {
+        this.pausing = undefined;
+      });
+      await this.pausing;
       return new DeferredError('EMBEDDINGS_PAUSED', `${error.message}; the embed queue is paused until \`indexer resume\``, { details: { pausedBy: error.code } });
     }
     if (error instanceof DeferredError || error.code === 'EMBEDDINGS_RATE_LIMITED') {

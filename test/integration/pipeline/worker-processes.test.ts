@@ -3,6 +3,8 @@
  * graceful SIGTERM, and the start-up refusals (bad config, a collection of another size).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -49,6 +51,15 @@ afterAll(async () => {
   await deleteTopics([env.KAFKA_BROKERS as string], [env.KAFKA_TOPICS as string]);
 });
 
+/** A port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 async function countPoints(): Promise<number> {
   const response = await fetch(`${env.QDRANT_URL}/collections/${env.COLLECTION}/points/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"exact":true}' });
   if (response.status !== 200) return -1;
@@ -76,6 +87,44 @@ describe('worker processes', () => {
     expect(exit.code).toBe(78);
     expect(p.output()).toMatch(/WRITE_BATCH_SIZE: expected a whole number/);
     expect(p.output()).toMatch(/QUEUE_HIGH_WATER:/);
+  });
+
+  it('serves /healthz and /readyz: not ready, with the reason, while every embeddings circuit is open', async () => {
+    const failing = new EmbeddingsStub({ dimensions: 8 });
+    const name = uniqueName('ready');
+    const port = await freePort();
+    const own = { ...env, KAFKA_TOPICS: name, KAFKA_GROUP_ID: name, QUEUE_PREFIX: name, EMBEDDINGS_BASE_URL: await failing.start(), EMBEDDINGS_BREAKER_FAILURES: '2', EMBEDDINGS_BREAKER_COOLDOWN_MS: '600000', METRICS_PORT: String(port) };
+    failing.failNext(...Array.from({ length: 10 }, () => ({ status: 503 })));
+    try {
+      await ensureTopic(createKafka(loadConfig(own).kafka, silentLogger), name, 1);
+      const p = spawnWorker('ingest,embed', own);
+      started.push(p);
+      const get = async (path: string) => {
+        const response = await fetch(`http://127.0.0.1:${port}${path}`);
+        return { status: response.status, body: await response.text() };
+      };
+      await waitFor('the worker ready', async () => (await get('/readyz')).status === 200);
+      expect((await get('/healthz')).status).toBe(200);
+
+      await produceLines(createKafka(loadConfig(own).kafka, silentLogger), name, [JSON.stringify({ id: 'r-1', version: 1, text: 'during the outage' })], { idField: 'id' });
+      const notReady = await waitFor('readiness to fail on the open circuit', async () => {
+        const r = await get('/readyz');
+        return r.status === 503 ? r : undefined;
+      });
+      const body = JSON.parse(notReady.body) as { ready: boolean; reasons: string[]; embeddings: { name: string; circuit: string }[] };
+      expect(body.ready).toBe(false);
+      expect(body.reasons.join()).toMatch(/every embeddings endpoint's circuit is open \(primary\)/);
+      expect(body.embeddings).toMatchObject([{ name: 'primary', circuit: 'open' }]);
+      expect((await get('/metrics')).body).toMatch(/indexer_embedding_circuit_state\{endpoint="primary"\} 2/);
+      expect((await get('/healthz')).status).toBe(200);
+
+      p.child.kill('SIGTERM');
+      expect((await p.exited).code).toBe(0);
+    } finally {
+      await failing.stop();
+      await deletePrefix(env.REDIS_URL as string, name);
+      await deleteTopics([env.KAFKA_BROKERS as string], [name]);
+    }
   });
 
   it('refuses to start the writer against a collection of another vector size', async () => {
