@@ -3,8 +3,8 @@
  * the events are metadata-only changes and 20% are duplicates of earlier events, indexed by the
  * full pipeline (all roles, running while events arrive) against the embeddings stub. Prints the
  * tokens the indexer sent against an embed-every-event pipeline on the same stream, and the lower
- * bound (every distinct text embedded once). Tokens are the stub's count (about 4 characters a
- * token), the same measure on both sides.
+ * bound (every distinct text embedded once). Tokens are the stub's count (cl100k_base, as OpenAI's
+ * usage counts them), the same measure on both sides.
  *
  * --chunks N produces the stream in N chunks and lets the pipeline drain after each: nothing is
  * coalesced across chunks, so the figure shows what content hashes and versions save by themselves.
