@@ -50,13 +50,6 @@ export class CircuitBreaker {
     return { admitted: true };
   }
 
-  /** Whether admit() would let a call through now, without taking the probe. */
-  wouldAdmit(): boolean {
-    if (this.current === 'closed') return true;
-    if (this.current === 'open') return this.now() >= this.openUntil;
-    return !this.probeOut;
-  }
-
   success(): void {
     this.failures = 0;
     this.probeOut = false;

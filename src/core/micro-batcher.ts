@@ -16,6 +16,7 @@ export interface MicroBatcherOptions<I, O> {
 
 interface Waiting<I, O> {
   item: I;
+  weight: number;
   resolve: (value: O) => void;
   reject: (error: unknown) => void;
 }
@@ -26,6 +27,8 @@ interface Waiting<I, O> {
  */
 export class MicroBatcher<I, O> {
   private waiting: Waiting<I, O>[] = [];
+  /** The weight of `waiting`, kept as items come and go rather than summed on every submit. */
+  private waitingWeight = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly running = new Set<Promise<void>>();
 
@@ -33,8 +36,10 @@ export class MicroBatcher<I, O> {
 
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
-      this.waiting.push({ item, resolve, reject });
-      if (this.waiting.length >= this.options.maxSize || this.waitingWeight() >= (this.options.maxWeight ?? Number.POSITIVE_INFINITY)) this.flush();
+      const weight = this.options.weigh?.(item) ?? 0;
+      this.waiting.push({ item, weight, resolve, reject });
+      this.waitingWeight += weight;
+      if (this.waiting.length >= this.options.maxSize || this.waitingWeight >= (this.options.maxWeight ?? Number.POSITIVE_INFINITY)) this.flush();
       else this.timer ??= setTimeout(() => this.flush(), this.options.lingerMs);
     });
   }
@@ -46,6 +51,7 @@ export class MicroBatcher<I, O> {
     const limit = this.options.maxConcurrent ?? Number.POSITIVE_INFINITY;
     while (this.waiting.length > 0 && this.running.size < limit) {
       const batch = this.waiting.splice(0, this.nextBatchLength());
+      for (const w of batch) this.waitingWeight -= w.weight;
       const run: Promise<void> = this.runBatch(batch).finally(() => {
         this.running.delete(run);
         // Items that waited for a free slot have lingered long enough: start them now.
@@ -55,20 +61,15 @@ export class MicroBatcher<I, O> {
     }
   }
 
-  private waitingWeight(): number {
-    const weigh = this.options.weigh;
-    return weigh ? this.waiting.reduce((sum, w) => sum + weigh(w.item), 0) : 0;
-  }
-
   /** How many waiting items the next batch takes: up to maxSize, and up to maxWeight (at least one). */
   private nextBatchLength(): number {
-    const { weigh, maxWeight, maxSize } = this.options;
-    if (!weigh || maxWeight === undefined) return maxSize;
+    const { maxWeight, maxSize } = this.options;
+    if (maxWeight === undefined) return maxSize;
     let weight = 0;
     let length = 0;
     for (const w of this.waiting) {
       if (length >= maxSize) break;
-      weight += weigh(w.item);
+      weight += w.weight;
       if (length > 0 && weight > maxWeight) break;
       length++;
     }

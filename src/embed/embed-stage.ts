@@ -87,8 +87,7 @@ export class EmbedStage {
   }
 
   private async runBatch(tasks: PreparedTask[]): Promise<Outcome<void>[]> {
-    const { provider } = this.options;
-    const { metrics } = this.options;
+    const { provider, metrics } = this.options;
     const outcomes: Outcome<void>[] = tasks.map(() => ({ ok: true, value: undefined }));
     const writes: { name: string; data: WriteJobData; opts: ReturnType<typeof defaultJobOptions> & { jobId: string } }[] = [];
     const states = await this.options.state.getMany(tasks.map((t) => t.data.itemId));

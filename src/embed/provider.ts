@@ -1,3 +1,4 @@
+import type { CircuitState } from '../core/circuit-breaker.js';
 import type { ProviderLimits } from './rate-limit-headers.js';
 
 /**
@@ -23,11 +24,11 @@ export interface EmbedOptions {
   estimatedTokens?: number;
 }
 
-/** How each endpoint behind a provider is doing, for readiness and `indexer` status output. */
+/** How each endpoint behind a provider is doing, for readiness (/readyz). */
 export interface EndpointHealth {
   name: string;
   url: string;
-  circuit: 'closed' | 'open' | 'half_open';
+  circuit: CircuitState;
   /** Effective limits in force (0: none known). */
   rpm: number;
   tpm: number;

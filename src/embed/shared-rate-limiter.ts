@@ -18,8 +18,8 @@ import type { ProviderLimits } from './rate-limit-headers.js';
  * cannot have seen yet (those still waiting for their turn) is the truth whenever it is lower than
  * ours (another client on the same key, or a tokenizer that counts differently). Requests already
  * sent are taken as counted: the provider answers with its count at the time it answers, which
- * includes requests that arrived after the one it answers. Limits the provider announces (x-ratelimit-limit-*) replace
- * configured ones when lower, and are remembered for every replica.
+ * includes requests that arrived after the one it answers. Limits the provider announces
+ * (x-ratelimit-limit-*) replace configured ones when lower, and are remembered for every replica.
  */
 
 // KEYS[1] bucket hash: r, t (request and token balances), ts (last refill, ms), lr, lt (learned
@@ -50,7 +50,7 @@ local function refill(balance, limit, since)
   return math.min(limit, balance + math.max(0, now - since) * limit / 60000)
 end
 
-if op == 'learn' or op == 'settle' then
+if op == 'settle' then
   if ARGV[4] ~= '' then h.lr = tonumber(ARGV[4]) end
   if ARGV[6] ~= '' then h.lt = tonumber(ARGV[6]) end
 end
@@ -95,7 +95,7 @@ redis.call('HSET', bucket, unpack(fields))
 -- Idle buckets go away; learned limits are learned again from the next answer.
 redis.call('PEXPIRE', bucket, 3600000)
 redis.call('PEXPIRE', pending, 3600000)
-return {wait, capR, capT, math.floor(t or -1)}`;
+return {wait, capR, capT}`;
 
 /**
  * Added to every wait. Our bucket starts refilling when we reserve, the provider's when the request
@@ -142,7 +142,7 @@ export interface SharedRateLimiterOptions {
 }
 
 export class SharedRateLimiter {
-  private snapshot: LimiterSnapshot = { rpm: 0, tpm: 0 };
+  private snapshot: LimiterSnapshot;
 
   constructor(private readonly options: SharedRateLimiterOptions) {
     this.snapshot = { rpm: options.limits.rpm ?? 0, tpm: options.limits.tpm ?? 0 };
@@ -192,9 +192,10 @@ export class SharedRateLimiter {
     if (ms > 0) await this.run('block', [String(Math.ceil(ms))]);
   }
 
-  private async run(op: string, args: string[]): Promise<[number, number, number, number]> {
+  /** Runs one bucket operation; answers the wait and the effective request and token limits. */
+  private async run(op: string, args: string[]): Promise<[wait: number, rpm: number, tpm: number]> {
     const { redis, key, limits } = this.options;
-    const result = (await redis.eval(BUCKET, 2, key, `${key}:pending`, op, String(limits.rpm ?? 0), String(limits.tpm ?? 0), ...args)) as [number, number, number, number];
+    const result = (await redis.eval(BUCKET, 2, key, `${key}:pending`, op, String(limits.rpm ?? 0), String(limits.tpm ?? 0), ...args)) as [number, number, number];
     this.snapshot = { rpm: result[1], tpm: result[2] };
     return result;
   }

@@ -27,7 +27,8 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
   logger.info({ config: describeConfig(config) }, 'starting');
   const metrics = new Metrics().withDefaultMetrics();
   let pipeline: Pipeline | undefined;
-  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, () => pipeline, config.observability.metricsPort, logger);
+  let draining = false;
+  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, () => (draining ? undefined : pipeline), config.observability.metricsPort, logger);
 
   try {
     pipeline = await startPipeline(config, { roles, logger, metrics });
@@ -47,7 +48,7 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
       process.exit(130);
     }
     logger.info({ signal }, 'draining (send the signal again to force)');
-    pipeline = undefined; // not ready while draining
+    draining = true;
     setTimeout(() => {
       logger.error({ graceMs: SHUTDOWN_GRACE_MS }, 'drain took too long: exiting');
       process.exit(1);

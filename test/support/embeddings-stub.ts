@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatResetDuration } from '../../src/embed/rate-limit-headers.js';
 import { LoopbackServer } from './loopback-server.js';
 
 /**
@@ -82,6 +81,14 @@ export function stubTokens(text: string): number {
 
 function openAiError(message: string, type: string, code: string | null = null, param: string | null = null) {
   return { error: { message, type, param, code } };
+}
+
+/** OpenAI's way of printing a duration in its reset headers and 429 messages: "20ms", "1.5s", "6m0s". */
+export function formatResetDuration(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.ceil(ms))}ms`;
+  const minutes = Math.floor(ms / 60_000);
+  const seconds = Number(((ms % 60_000) / 1000).toFixed(3));
+  return minutes > 0 ? `${minutes}m${seconds}s` : `${seconds}s`;
 }
 
 /** One limit of the stub: a bucket holding a minute's worth, refilled continuously. */
