@@ -123,7 +123,7 @@ const seconds = (Date.now() - started) / 1000;
 const sentTokens = stub.served.reduce((s, r) => s + r.inputs.reduce((t, x) => t + stubTokens(x), 0), 0);
 const sentInputs = stub.served.reduce((s, r) => s + r.inputs.length, 0);
 const skipped = (await pipeline.metrics.eventsSkipped.get()).values.map((v) => `${v.labels.reason}=${v.value}`).join(', ');
-const avoided = (await pipeline.metrics.embeddingsAvoided.get()).values[0]?.value ?? 0;
+const avoided = (await pipeline.metrics.embeddingsAvoided.get()).values.reduce((sum, v) => sum + v.value, 0);
 await pipeline.close();
 
 log('');

@@ -15,7 +15,7 @@ export interface Config {
     ssl: boolean;
     sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string } | undefined;
   };
-  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number; tombstoneRetentionSeconds: number };
+  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number; jobStallLimit: number; tombstoneRetentionSeconds: number };
   events: {
     idField: string;
     opField: string;
@@ -59,6 +59,8 @@ export interface Config {
     lancedb: { uri: string };
   };
   workers: {
+    embedJobMaxItems: number;
+    embedJobMaxBytes: number;
     embedConcurrency: number;
     embedLingerMs: number;
     writeConcurrency: number;
@@ -176,6 +178,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       highWater: s.QUEUE_HIGH_WATER,
       jobAttempts: s.JOB_ATTEMPTS,
       jobBackoffMs: s.JOB_BACKOFF_MS,
+      jobStallLimit: s.JOB_STALL_LIMIT,
       tombstoneRetentionSeconds: s.TOMBSTONE_RETENTION_SECONDS,
     },
     events: {
@@ -218,6 +221,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       lancedb: { uri: s.LANCEDB_URI },
     },
     workers: {
+      embedJobMaxItems: s.EMBED_JOB_MAX_ITEMS,
+      embedJobMaxBytes: s.EMBED_JOB_MAX_BYTES,
       embedConcurrency: s.EMBED_CONCURRENCY,
       embedLingerMs: s.EMBED_BATCH_LINGER_MS,
       writeConcurrency: s.WRITE_CONCURRENCY,

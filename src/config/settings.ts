@@ -67,10 +67,11 @@ export const SETTINGS = {
   // Redis / queues
   REDIS_URL: setting('redis', z.string().regex(/^rediss?:\/\//, 'expected redis://[user:password@]host:port[/db] or rediss://'), 'redis://127.0.0.1:6379', 'Redis holding the queues; a password in the URL is redacted in logs.', true),
   QUEUE_PREFIX: setting('redis', name, 'indexer', 'Prefix of every Redis key the indexer writes; separate deployments on one Redis need different prefixes.'),
-  QUEUE_HIGH_WATER: setting('redis', int(1), '20000', 'Ingest pauses while the embed queue holds more waiting jobs than this, and resumes below it.'),
+  QUEUE_HIGH_WATER: setting('redis', int(1), '64', 'Ingest pauses while the embed and write queues together hold more waiting jobs than this, and resumes below it. Each job is bounded (EMBED_JOB_MAX_ITEMS and EMBED_JOB_MAX_BYTES; a write job holds one embeddings request), so this bounds the Redis memory a backlog takes.'),
   TOMBSTONE_RETENTION_SECONDS: setting('redis', int(1), '604800', 'How long a deleted item\'s tombstone (its delete version) is kept; a late upsert older than the delete is ignored while it lasts. Set it longer than any replay or redelivery delay.'),
-  JOB_ATTEMPTS: setting('redis', int(1, 100), '8', 'Attempts per embed or write job before it goes to the dead-letter store.'),
-  JOB_BACKOFF_MS: setting('redis', int(1), '1000', 'First retry delay of a failed job; doubles per attempt.'),
+  JOB_ATTEMPTS: setting('redis', int(1, 100), '8', 'Attempts per embed or write job; an item still failing at the last attempt goes to the dead-letter store alone (its batch-mates are not held back).'),
+  JOB_BACKOFF_MS: setting('redis', int(1), '1000', 'First retry delay of a job whose items failed; doubles per attempt.'),
+  JOB_STALL_LIMIT: setting('redis', int(0, 1000), '5', 'Times a job may stall (its worker died or hung past its lock) and run again; past this its items go to the dead-letter store with code JOB_STALLED.'),
 
   // Change-event mapping
   EVENT_ID_FIELD: setting('events', z.string().min(1), 'id', 'Field holding the item id (dotted paths allowed, e.g. "after.sku").'),
@@ -117,10 +118,12 @@ export const SETTINGS = {
   LANCEDB_URI: setting('sink', z.string().min(1), '.data/lancedb', 'LanceDB database directory (local path or object-store URI).'),
 
   // Workers
-  EMBED_CONCURRENCY: setting('workers', int(1, 10000), '256', 'Embed jobs held at once per process; they are grouped into batches of EMBEDDINGS_BATCH_SIZE.'),
+  EMBED_JOB_MAX_ITEMS: setting('workers', int(1, 100000), '256', 'Most changes per embed job: ingest turns each Kafka batch into jobs of at most this many changes.'),
+  EMBED_JOB_MAX_BYTES: setting('workers', int(1024), '1048576', 'Most bytes of change data per embed job (texts and metadata as queued).'),
+  EMBED_CONCURRENCY: setting('workers', int(1, 10000), '4', 'Embed jobs held at once per process; their changes are grouped into embeddings requests of EMBEDDINGS_BATCH_SIZE.'),
   EMBED_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial embeddings batch waits for more jobs.'),
-  WRITE_CONCURRENCY: setting('workers', int(1, 10000), '256', 'Write jobs held at once per process; grouped into sink batches.'),
-  WRITE_BATCH_SIZE: setting('workers', int(1, 10000), '128', 'Most points per sink write (Qdrant advises 64-256).'),
+  WRITE_CONCURRENCY: setting('workers', int(1, 10000), '8', 'Write jobs (one per embeddings request) held at once per process; their writes are grouped into sink batches.'),
+  WRITE_BATCH_SIZE: setting('workers', int(1, 10000), '256', 'Most points per sink write (Qdrant advises 64-256).'),
   WRITE_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial sink batch waits for more jobs.'),
 
   // Observability

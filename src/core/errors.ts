@@ -18,7 +18,8 @@ export type ErrorCode =
   | 'VECTOR_INVALID'
   | 'SINK_UNAVAILABLE'
   | 'SINK_REJECTED'
-  | 'SINK_SCHEMA_MISMATCH';
+  | 'SINK_SCHEMA_MISMATCH'
+  | 'JOB_STALLED';
 
 export interface IndexerErrorOptions {
   canRetry: boolean;

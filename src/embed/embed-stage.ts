@@ -4,9 +4,10 @@ import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batch
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { encodeVector, type defaultJobOptions, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import { decodeVector, encodeVector, newJobId, type defaultJobOptions, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
 import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
+import type { InflightVectors } from './inflight-vectors.js';
 import type { EmbeddingProvider } from './provider.js';
 import type { PreparedText, Tokenizer } from './tokenizer.js';
 import type { UsageStore } from './usage.js';
@@ -16,6 +17,7 @@ export interface EmbedStageOptions {
   provider: EmbeddingProvider;
   writeQueue: Queue<WriteJobData>;
   state: ItemStateStore;
+  inflight: InflightVectors;
   jobOptions: ReturnType<typeof defaultJobOptions>;
   tokenizer: Tokenizer;
   usage: UsageStore;
@@ -40,24 +42,21 @@ export interface EmbedStageOptions {
   retryPolicy?: RetryPolicy;
 }
 
-export interface EmbedTask {
-  jobId: string;
-  data: EmbedJobData;
-}
-
-/** A task with its text cut to the token limit: what is hashed, weighed and sent. */
-interface PreparedTask extends EmbedTask {
+/** A change with its text cut to the token limit: what is hashed, weighed and sent. */
+interface PreparedTask {
+  change: QueuedChange;
   prepared: PreparedText | undefined;
 }
 
 /**
- * Embed jobs arrive one by one (one BullMQ job per item); they are grouped into embeddings
- * requests, and every embedded item becomes one job on the write queue, which holds its vector
- * until the sink has it: a sink outage never makes us pay for the same text twice.
+ * Embed jobs carry many changes; their changes (from every job this worker holds) are grouped into
+ * embeddings requests, and each request's results become one job on the write queue, which holds
+ * the vectors until the sink has them: a sink outage never makes us pay for the same text twice.
  *
- * Before anything is sent, each job is checked against the item's state: a job older than the
- * newest version seen is dropped (a newer job is on its way), and text whose vector the sink
- * already holds for this model (same content hash) becomes a payload-only write.
+ * Before anything is sent, each change is checked against the item's state: a change older than
+ * the newest version seen is dropped (a newer one is on its way), text whose vector the sink
+ * already holds for this model (same content hash) becomes a payload-only write, and text whose
+ * vector is bought and waiting in the write queue is taken from there rather than bought again.
  */
 export class EmbedStage {
   private readonly batcher: MicroBatcher<PreparedTask, void>;
@@ -76,96 +75,120 @@ export class EmbedStage {
     });
   }
 
-  process(task: EmbedTask): Promise<void> {
-    const prepared = task.data.op === 'upsert' ? this.options.tokenizer.prepare(task.data.text as string) : undefined;
-    if (prepared?.truncated) this.options.metrics.truncations.inc();
-    return this.batcher.submit({ ...task, prepared });
+  /** One embed job's changes: one outcome per change, in order. */
+  async process(changes: QueuedChange[]): Promise<Outcome<void>[]> {
+    const settled = await Promise.allSettled(changes.map((change) => this.batcher.submit(this.prepare(change))));
+    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, value: undefined } : { ok: false, error: s.reason }));
   }
 
   drain(): Promise<void> {
     return this.batcher.drain();
   }
 
+  private prepare(change: QueuedChange): PreparedTask {
+    const prepared = change.op === 'upsert' ? this.options.tokenizer.prepare(change.text as string) : undefined;
+    if (prepared?.truncated) this.options.metrics.truncations.inc();
+    return { change, prepared };
+  }
+
   private async runBatch(tasks: PreparedTask[]): Promise<Outcome<void>[]> {
     const { provider, metrics } = this.options;
     const outcomes: Outcome<void>[] = tasks.map(() => ({ ok: true, value: undefined }));
-    const writes: { name: string; data: WriteJobData; opts: ReturnType<typeof defaultJobOptions> & { jobId: string } }[] = [];
-    const states = await this.options.state.getMany(tasks.map((t) => t.data.itemId));
+    // The hash is over the text as embedded: after templating and truncation.
+    const hashes = tasks.map((t) => (t.prepared ? contentHash(t.prepared.text, provider.model, provider.dimensions) : undefined));
+    const states = await this.options.state.getMany(tasks.map((t) => t.change.itemId));
 
     const superseded = (i: number) => {
       const seen = (states[i] as ItemState).seen;
-      return seen !== undefined && (tasks[i] as EmbedTask).data.version < seen;
+      return seen !== undefined && (tasks[i] as PreparedTask).change.version < seen;
     };
-    // The hash is over the text as embedded: after templating and truncation.
-    const hashes = tasks.map((t) => (t.prepared ? contentHash(t.prepared.text, provider.model, provider.dimensions) : undefined));
     const alreadyEmbedded = (i: number) => {
       const s = states[i] as ItemState;
       return hashes[i] !== undefined && s.writtenVersion !== undefined && !s.deleted && s.contentHash === hashes[i] && s.model === provider.model;
     };
-    const needsEmbedding = (i: number) => (tasks[i] as EmbedTask).data.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
+    const needsVector = (i: number) => (tasks[i] as PreparedTask).change.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
+
+    // A vector bought earlier and still waiting in the write queue is taken from there.
+    const wanted = [...new Set(tasks.flatMap((_, i) => (needsVector(i) ? [hashes[i] as string] : [])))];
+    const reused = await this.options.inflight.vectorsFrom(await this.options.inflight.lookup(wanted));
+    if (reused.size > 0) metrics.embeddingsAvoided.inc({ reason: 'in_flight' }, tasks.filter((_, i) => needsVector(i) && reused.has(hashes[i] as string)).length);
 
     // Identical texts (of different items) are sent once.
     const tokensOf = new Map<string, number>();
     tasks.forEach((t, i) => {
-      if (needsEmbedding(i)) tokensOf.set((t.prepared as PreparedText).text, (t.prepared as PreparedText).tokens);
+      if (needsVector(i) && !reused.has(hashes[i] as string)) tokensOf.set((t.prepared as PreparedText).text, (t.prepared as PreparedText).tokens);
     });
     const uniqueTexts = [...tokensOf.keys()];
-    const embedded = new Map<string, Outcome<Float32Array>>();
     const results = await this.embedIsolating(uniqueTexts, tokensOf);
-    uniqueTexts.forEach((text, i) => embedded.set(text, results[i] as Outcome<Float32Array>));
+    const bought = new Map<string, Outcome<Float32Array>>();
+    uniqueTexts.forEach((text, i) => bought.set(text, results[i] as Outcome<Float32Array>));
 
     const embeddedAt = new Date().toISOString();
+    const writes: ItemWrite[] = [];
     tasks.forEach((task, i) => {
-      const d = task.data;
-      let write: WriteJobData;
+      const c = task.change;
+      const base = { itemId: c.itemId, version: c.version, updatedAt: c.updatedAt, acceptedAt: c.acceptedAt };
       if (superseded(i)) {
         metrics.eventsSkipped.inc({ reason: 'superseded' });
         return;
       }
-      if (d.op === 'upsert' && alreadyEmbedded(i)) {
-        metrics.embeddingsAvoided.inc();
-        write = { itemId: d.itemId, op: 'payload', version: d.version, updatedAt: d.updatedAt, metadata: d.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt, text: d.text, textTokens: task.prepared?.tokens, truncated: task.prepared?.truncated };
-        writes.push({ name: write.op, data: write, opts: { ...this.options.jobOptions, jobId: task.jobId } });
+      if (c.op === 'delete') {
+        writes.push({ ...base, op: 'delete', metadata: {}, contentHash: undefined, model: undefined, vector: undefined, embeddedAt: undefined });
         return;
       }
-      if (d.op === 'delete') {
-        write = { itemId: d.itemId, op: 'delete', version: d.version, updatedAt: d.updatedAt, metadata: {}, contentHash: undefined, model: undefined, vector: undefined, embeddedAt: undefined, acceptedAt: d.acceptedAt };
-      } else {
-        const result = embedded.get((task.prepared as PreparedText).text);
-        if (!result?.ok) {
-          outcomes[i] = { ok: false, error: result?.error ?? new Error('text was not embedded') };
-          return;
-        }
-        try {
-          checkVector(result.value, provider.dimensions, d.itemId);
-        } catch (error) {
-          outcomes[i] = { ok: false, error };
-          return;
-        }
-        write = {
-          itemId: d.itemId,
-          op: 'upsert',
-          version: d.version,
-          updatedAt: d.updatedAt,
-          metadata: d.metadata,
-          contentHash: hashes[i],
-          model: provider.model,
-          vector: encodeVector(result.value),
-          embeddedAt,
-          acceptedAt: d.acceptedAt,
-          textTokens: task.prepared?.tokens,
-          truncated: task.prepared?.truncated,
-        };
+      const text = { textTokens: task.prepared?.tokens, truncated: task.prepared?.truncated };
+      if (alreadyEmbedded(i)) {
+        metrics.embeddingsAvoided.inc({ reason: 'in_sink' });
+        writes.push({ ...base, ...text, op: 'payload', metadata: c.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined, text: c.text });
+        return;
       }
-      writes.push({ name: write.op, data: write, opts: { ...this.options.jobOptions, jobId: task.jobId } });
+      const vector = this.vectorFor(hashes[i] as string, (task.prepared as PreparedText).text, reused, bought, c.itemId);
+      if (!vector.ok) {
+        outcomes[i] = vector;
+        return;
+      }
+      writes.push({ ...base, ...text, op: 'upsert', metadata: c.metadata, contentHash: hashes[i], model: provider.model, vector: vector.value, embeddedAt });
     });
 
-    if (writes.length > 0) {
-      // If Redis refuses, every item of the batch fails and is retried by the queue.
-      await this.options.writeQueue.addBulk(writes);
-      this.options.metrics.jobsEnqueued.inc({ queue: 'write' }, writes.length);
-    }
+    if (writes.length > 0) await this.enqueueWrites(writes);
     return outcomes;
+  }
+
+  /** The vector for a text: taken from the write queue, or just bought and checked (invariant 4). */
+  private vectorFor(hash: string, text: string, reused: Map<string, string>, bought: Map<string, Outcome<Float32Array>>, itemId: string): Outcome<string> {
+    const { provider } = this.options;
+    const held = reused.get(hash);
+    try {
+      if (held !== undefined) {
+        checkVector(decodeVector(held), provider.dimensions, itemId);
+        return { ok: true, value: held };
+      }
+      const result = bought.get(text);
+      if (!result?.ok) return { ok: false, error: result?.error ?? new Error('text was not embedded') };
+      checkVector(result.value, provider.dimensions, itemId);
+      return { ok: true, value: encodeVector(result.value) };
+    } catch (error) {
+      return { ok: false, error };
+    }
+  }
+
+  /**
+   * One write job for the batch. Its vectors are announced by hash first, so that the announcement
+   * never outlives a job that was written already; if Redis refuses the job, every item of the
+   * batch fails (retryably) and is retried by the queue, and the vectors bought are lost: retrying
+   * the enqueue in process first keeps that rare.
+   */
+  private async enqueueWrites(writes: ItemWrite[]): Promise<void> {
+    const jobId = newJobId('w');
+    const vectors = writes.flatMap((w) => (w.op === 'upsert' && w.contentHash ? [w.contentHash] : []));
+    await withRetry(
+      async () => {
+        await this.options.inflight.announce(vectors, jobId);
+        await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, jobId });
+      },
+      { policy: this.options.retryPolicy },
+    );
+    this.options.metrics.jobsEnqueued.inc({ queue: 'write' });
   }
 
   /** Embeds texts; a request the provider rejects is split until the offending input is alone. */

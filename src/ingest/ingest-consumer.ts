@@ -1,14 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Queue } from 'bullmq';
-import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import type { Config } from '../config/config.js';
 import { errorMessage, InvalidEventError } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { jobIdFor, PRIORITY, type defaultJobOptions, type EmbedJobData } from '../queue/jobs.js';
-import type { ItemStateStore } from '../state/item-state.js';
-import { parseChangeEvent, type ChangeEvent } from './change-event.js';
+import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import type { ItemStateStore, QueuedJobKeys } from '../state/item-state.js';
+import { parseChangeEvent } from './change-event.js';
 
 /**
  * INITIALIZED: constructed, not connected. RUNNING: consuming. STOPPING: close() called, the
@@ -20,6 +20,8 @@ export interface IngestOptions {
   kafka: Kafka;
   config: Config;
   embedQueue: Queue<EmbedJobData>;
+  /** Counted with the embed queue against the high-water mark. */
+  writeQueue: Queue<WriteJobData>;
   jobOptions: ReturnType<typeof defaultJobOptions>;
   state: ItemStateStore;
   deadLetters: DeadLetterStore;
@@ -27,23 +29,59 @@ export interface IngestOptions {
   metrics: Metrics;
 }
 
-const ADD_BULK_CHUNK = 500;
+/** Embed jobs per addBulk call (one Redis round trip each). */
+const ADD_BULK_JOBS = 50;
 const HIGH_WATER_POLL_MS = 250;
+/** A backlog well below the high-water mark is not counted again for this long. */
+const HIGH_WATER_RECHECK_MS = 200;
+
+interface SizedChange {
+  change: QueuedChange;
+  /** The event's size as it arrived: what the change weighs in its job. */
+  bytes: number;
+}
 
 /**
- * Reads change events from Kafka, validates them, and enqueues one embed job per item and batch:
- * several changes of one item in a batch coalesce into its newest, and a change older than one
- * already seen (another partition, a replay) is dropped. Offsets are committed only after Redis
- * accepted the jobs (and the dead letters): a crash before the commit redelivers the batch, and
- * deterministic job ids make the second enqueue a no-op.
+ * Cuts a batch's changes into embed jobs of at most maxItems changes and maxBytes bytes (a single
+ * change larger than maxBytes travels alone), each with a fresh job id.
+ */
+export function chunkChanges(changes: SizedChange[], maxItems: number, maxBytes: number): { jobId: string; changes: SizedChange[] }[] {
+  const chunks: { jobId: string; changes: SizedChange[] }[] = [];
+  let current: SizedChange[] = [];
+  let bytes = 0;
+  for (const sized of changes) {
+    if (current.length > 0 && (current.length >= maxItems || bytes + sized.bytes > maxBytes)) {
+      chunks.push({ jobId: newJobId('e'), changes: current });
+      current = [];
+      bytes = 0;
+    }
+    current.push(sized);
+    bytes += sized.bytes;
+  }
+  if (current.length > 0) chunks.push({ jobId: newJobId('e'), changes: current });
+  return chunks;
+}
+
+/**
+ * Reads change events from Kafka, validates them, and enqueues each Kafka batch as a few embed
+ * jobs of many changes (bounded by EMBED_JOB_MAX_ITEMS and EMBED_JOB_MAX_BYTES): a BullMQ job costs
+ * tens of Redis commands however small it is, so it is paid once per chunk, not once per change.
+ * Several changes of one item in a batch coalesce into its newest; a change older than one already
+ * seen (another partition, a replay) is dropped, and so is a redelivered change whose job is still
+ * queued. Offsets are committed only after Redis accepted the jobs (and the dead letters): a crash
+ * before the commit redelivers the batch.
  */
 export class IngestConsumer {
   state: IngestState = 'INITIALIZED';
   private readonly consumer: Consumer;
   private closing: Promise<void> | undefined;
   private paused = false;
+  private lastBacklog = { at: 0, jobs: 0 };
+  private readonly queuedJobKeys: QueuedJobKeys;
 
   constructor(private readonly options: IngestOptions) {
+    const prefix = options.config.redis.prefix;
+    this.queuedJobKeys = { jobPrefix: `${prefix}:${EMBED_QUEUE}:`, failedKey: `${prefix}:${EMBED_QUEUE}:failed` };
     this.consumer = options.kafka.consumer({
       groupId: options.config.kafka.groupId,
       // Rebalances must not wait for a batch that is waiting below the high-water mark.
@@ -81,81 +119,96 @@ export class IngestConsumer {
   }
 
   private async handleBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
-    const { config, embedQueue, deadLetters, metrics } = this.options;
+    const { config, embedQueue, deadLetters, metrics, state, logger } = this.options;
     if (batch.messages.length === 0) return;
     if (!(await this.waitBelowHighWater(heartbeat, isRunning))) return;
 
-    const newest = new Map<string, { event: ChangeEvent; source: EmbedJobData['source'] }>();
-    const dead: DeadLetter[] = [];
-    const { jobOptions } = this.options;
     const acceptedAt = Date.now();
-    for (const message of batch.messages) {
-      const source = { topic: batch.topic, partition: batch.partition, offset: message.offset };
-      try {
-        const event = parseChangeEvent({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
-        const held = newest.get(event.itemId);
-        if (held === undefined || held.event.version <= event.version) newest.set(event.itemId, { event, source });
-      } catch (error) {
-        if (!(error instanceof InvalidEventError)) throw error;
-        metrics.eventsInvalid.inc({ reason: error.details?.field === undefined ? 'unknown' : String(error.details.field) });
-        dead.push({
-          stage: 'ingest',
-          code: error.code,
-          reason: error.message,
-          itemId: undefined,
-          original: message.value ?? Buffer.alloc(0),
-          key: message.key ?? null,
-          source: `${batch.topic}/${batch.partition}@${message.offset}`,
-        });
-      }
-    }
-
-    const candidates = [...newest.values()];
-    const current = await this.options.state.observe(candidates.map((c) => c.event));
-    const jobs = candidates
-      .filter((_, i) => current[i])
-      .map(({ event, source }) => ({
-        name: event.op,
-        data: { ...event, source, acceptedAt } as EmbedJobData,
-        opts: { ...jobOptions, jobId: jobIdFor(event.itemId, event.version, event.op), priority: PRIORITY.live },
+    const { newest, dead } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
+    const chunks = chunkChanges([...newest.values()], config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
+    const accepted = await state.observe(
+      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, jobId: chunk.jobId }))),
+      this.queuedJobKeys,
+    );
+    let k = 0;
+    const jobs = chunks
+      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => accepted[k++]).map(({ change }) => change) }))
+      .filter((chunk) => chunk.changes.length > 0)
+      .map(({ jobId, changes }) => ({
+        name: `${batch.topic}/${batch.partition}@${changes[0]?.source?.split('@')[1] ?? ''}`,
+        data: { changes },
+        opts: { ...this.options.jobOptions, jobId },
       }));
+    const queuedChanges = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
     const parsed = batch.messages.length - dead.length;
-    metrics.eventsSkipped.inc({ reason: 'coalesced' }, parsed - candidates.length);
-    metrics.eventsSkipped.inc({ reason: 'older_than_seen' }, candidates.length - jobs.length);
+    metrics.eventsSkipped.inc({ reason: 'coalesced' }, parsed - newest.size);
+    metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.size - queuedChanges);
 
-    for (let i = 0; i < jobs.length; i += ADD_BULK_CHUNK) {
-      await embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_CHUNK));
+    for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) {
+      await embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS));
       await heartbeat();
     }
     await deadLetters.add(dead);
-    if (dead.length > 0) this.options.logger.warn({ count: dead.length, first: dead[0]?.reason, topic: batch.topic, partition: batch.partition }, 'invalid events sent to the dead-letter store');
+    if (dead.length > 0) logger.warn({ count: dead.length, first: dead[0]?.reason, topic: batch.topic, partition: batch.partition }, 'invalid events sent to the dead-letter store');
     metrics.eventsConsumed.inc(batch.messages.length);
-    this.options.logger.debug({ topic: batch.topic, partition: batch.partition, first: batch.firstOffset(), last: batch.lastOffset(), jobs: jobs.length, dead: dead.length }, 'batch enqueued');
+    logger.debug({ topic: batch.topic, partition: batch.partition, first: batch.firstOffset(), last: batch.lastOffset(), jobs: jobs.length, changes: queuedChanges, dead: dead.length }, 'batch enqueued');
     metrics.jobsEnqueued.inc({ queue: 'embed' }, jobs.length);
 
-    // A rebalance took the partition away meanwhile: its new owner re-reads from the last commit
-    // and the deterministic job ids absorb the repeat.
+    // A rebalance took the partition away meanwhile: its new owner re-reads from the last commit,
+    // and the item state keeps a change still queued from being queued twice.
     if (isStale()) return;
     // resolveOffset moves this consumer's fetch position; the commit makes it survive a restart.
     resolveOffset(batch.lastOffset());
     await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(batch.lastOffset()) + 1n).toString() }]);
   }
 
-  /** Invariant 5: while the embed queue is above the high-water mark, hold the batch (and the partition). */
+  /** Validates every message; keeps each item's newest change (with its size) and the dead letters. */
+  private parseBatch(topic: string, partition: number, messages: KafkaMessage[], acceptedAt: number): { newest: Map<string, SizedChange>; dead: DeadLetter[] } {
+    const { config, metrics } = this.options;
+    const newest = new Map<string, SizedChange>();
+    const dead: DeadLetter[] = [];
+    for (const message of messages) {
+      const source = `${topic}/${partition}@${message.offset}`;
+      try {
+        const event = parseChangeEvent({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
+        const held = newest.get(event.itemId);
+        if (held === undefined || held.change.version <= event.version) newest.set(event.itemId, { change: { ...event, source, acceptedAt }, bytes: message.value?.length ?? 0 });
+      } catch (error) {
+        if (!(error instanceof InvalidEventError)) throw error;
+        metrics.eventsInvalid.inc({ reason: error.details?.field === undefined ? 'unknown' : String(error.details.field) });
+        dead.push({ stage: 'ingest', code: error.code, reason: error.message, itemId: undefined, original: message.value ?? Buffer.alloc(0), key: message.key ?? null, source });
+      }
+    }
+    return { newest, dead };
+  }
+
+  /**
+   * Invariant 5: while the embed and write queues together hold more waiting jobs than the
+   * high-water mark, hold the batch (and the partition). Jobs are bounded in items and bytes, so
+   * this bounds what a backlog costs Redis; Kafka keeps the rest.
+   */
   private async waitBelowHighWater(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<boolean> {
-    const { embedQueue, config, logger } = this.options;
+    const { config, logger } = this.options;
+    const highWater = config.redis.highWater;
+    if (Date.now() - this.lastBacklog.at < HIGH_WATER_RECHECK_MS && this.lastBacklog.jobs < highWater / 2) return true;
     for (;;) {
-      const backlog = await embedQueue.count();
-      if (backlog < config.redis.highWater) {
-        if (this.paused) logger.info({ backlog }, 'embed backlog below the high-water mark; ingest resumes');
+      const backlog = await this.backlog();
+      this.lastBacklog = { at: Date.now(), jobs: backlog };
+      if (backlog < highWater) {
+        if (this.paused) logger.info({ backlog }, 'queue backlog below the high-water mark; ingest resumes');
         this.paused = false;
         return true;
       }
-      if (!this.paused) logger.warn({ backlog, highWater: config.redis.highWater }, 'embed backlog above the high-water mark; ingest waits');
+      if (!this.paused) logger.warn({ backlog, highWater }, 'queue backlog above the high-water mark; ingest waits');
       this.paused = true;
       if (!isRunning() || this.state === 'STOPPING') return false;
       await heartbeat();
       await sleep(HIGH_WATER_POLL_MS);
     }
+  }
+
+  private async backlog(): Promise<number> {
+    const [embed, write] = await Promise.all([this.options.embedQueue.count(), this.options.writeQueue.count()]);
+    return embed + write;
   }
 }

@@ -4,6 +4,7 @@ import { Releasers } from '../core/lifecycle.js';
 import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { createProvider } from '../embed/create-provider.js';
 import { EmbedStage } from '../embed/embed-stage.js';
+import { InflightVectors } from '../embed/inflight-vectors.js';
 import { Tokenizer } from '../embed/tokenizer.js';
 import { UsageStore } from '../embed/usage.js';
 import type { EmbeddingProvider, EndpointHealth } from '../embed/provider.js';
@@ -12,8 +13,11 @@ import { createKafka } from '../ingest/kafka.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { createRedis } from '../queue/connection.js';
-import { atJobBoundary } from '../queue/job-boundary.js';
+import { atBatchJobBoundary, type BatchJobDeps } from '../queue/job-boundary.js';
 import { defaultJobOptions, EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+
+/** BullMQ's own stall limit, out of reach: our job boundary applies JOB_STALL_LIMIT and dead-letters. */
+const BULLMQ_MAX_STALLED = 1_000_000;
 import { createSink } from '../sinks/create-sink.js';
 import type { VectorSink } from '../sinks/vector-sink.js';
 import { ItemStateStore } from '../state/item-state.js';
@@ -72,8 +76,9 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     releasers.add('write queue', () => writeQueue.close());
     const deadLetters = new DeadLetterStore(redis, prefix);
     const state = new ItemStateStore(redis, prefix, config.redis.tombstoneRetentionSeconds);
+    const inflight = new InflightVectors(redis, prefix);
     const jobOptions = defaultJobOptions(config.redis.jobAttempts, config.redis.jobBackoffMs);
-    const deps = { deadLetters, logger, metrics };
+    const deps: BatchJobDeps = { deadLetters, logger, metrics, stallLimit: config.redis.jobStallLimit };
 
     let sink: VectorSink | undefined;
     let embedProvider: EmbeddingProvider | undefined;
@@ -83,12 +88,12 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       // Invariant 4: refuse to start against a collection of another size or distance.
       await writeSink.open();
       releasers.add('sink', () => writeSink.close());
-      const stage = new WriteStage({ sink: writeSink, state, embedQueue, jobOptions, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, logger: logger.child({ role: 'write' }), metrics });
-      const worker = new Worker<WriteJobData>(WRITE_QUEUE, (job) => atJobBoundary(job, 'write', deps, () => stage.process(job.data)), {
-        connection: redis,
-        prefix,
-        concurrency: config.workers.writeConcurrency,
-      });
+      const stage = new WriteStage({ sink: writeSink, state, inflight, embedQueue, jobOptions, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, logger: logger.child({ role: 'write' }), metrics });
+      const worker = new Worker<WriteJobData>(
+        WRITE_QUEUE,
+        (job) => atBatchJobBoundary(job, deps, { stage: 'write', items: job.data.writes, withItems: (writes) => ({ writes }), work: (writes) => stage.process(writes) }),
+        { connection: redis, prefix, concurrency: config.workers.writeConcurrency, maxStalledCount: BULLMQ_MAX_STALLED },
+      );
       worker.on('error', (error) => logger.error({ role: 'write', err: error.message }, 'write worker error'));
       releasers.add('write worker', async () => {
         await worker.close();
@@ -104,6 +109,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         provider,
         writeQueue,
         state,
+        inflight,
         jobOptions,
         usage: new UsageStore(redis, prefix, config.embeddings.prices),
         tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
@@ -124,19 +130,21 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         logger: logger.child({ role: 'embed' }),
         metrics,
       });
-      const worker = new Worker<EmbedJobData>(EMBED_QUEUE, (job) => atJobBoundary(job, 'embed', deps, () => stage.process({ jobId: job.id as string, data: job.data })), {
-        connection: redis,
-        prefix,
-        concurrency: config.workers.embedConcurrency,
-        // A batch may wait on a slow or rate-limited API; do not let BullMQ call its jobs stalled.
-        lockDuration: Math.max(30_000, config.embeddings.timeoutMs * 2),
-        // Never binding by itself: it is here so that queue.rateLimit() (set on a 429) is honoured
-        // by every worker; BullMQ checks the global limit only for workers that have a limiter.
-        limiter: { max: Number.MAX_SAFE_INTEGER - 1, duration: 1000 },
-        // An idle worker re-checks the queue every second (BullMQ's default is 5 s): jobs put back
-        // during a rate limit or an open circuit are taken again soon after the wait ends.
-        drainDelay: 1,
-      });
+      const worker = new Worker<EmbedJobData>(
+        EMBED_QUEUE,
+        (job) => atBatchJobBoundary(job, deps, { stage: 'embed', items: job.data.changes, withItems: (changes) => ({ changes }), work: (changes) => stage.process(changes) }),
+        {
+          connection: redis,
+          prefix,
+          concurrency: config.workers.embedConcurrency,
+          // A batch may wait on a slow or rate-limited API; do not let BullMQ call its jobs stalled.
+          lockDuration: Math.max(30_000, config.embeddings.timeoutMs * 2),
+          maxStalledCount: BULLMQ_MAX_STALLED,
+          // An idle worker re-checks the queue every second (BullMQ's default is 5 s): jobs put back
+          // during a rate limit or an open circuit are taken again soon after the wait ends.
+          drainDelay: 1,
+        },
+      );
       worker.on('error', (error) => logger.error({ role: 'embed', err: error.message }, 'embed worker error'));
       releasers.add('embed worker', async () => {
         await worker.close();
@@ -147,7 +155,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
 
     if (options.roles.includes('ingest')) {
       const kafka = createKafka(config.kafka, logger);
-      const ingest = new IngestConsumer({ kafka, config, embedQueue, jobOptions, state, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
+      const ingest = new IngestConsumer({ kafka, config, embedQueue, writeQueue, jobOptions, state, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
       releasers.add('ingest', () => ingest.close());
       await ingest.start();
     }

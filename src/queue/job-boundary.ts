@@ -1,50 +1,110 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Worker, type Job } from 'bullmq';
 import { DeferredError, errorMessage, IndexerError, isRetryable } from '../core/errors.js';
-import type { DeadLetterStage, DeadLetterStore } from '../deadletter/dead-letter-store.js';
+import type { Outcome } from '../core/micro-batcher.js';
+import type { DeadLetter, DeadLetterStage, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 
-/**
- * Where our typed errors become instructions to BullMQ: a retryable error is rethrown (the job is
- * retried with backoff); a non-retryable one becomes UnrecoverableError (no further attempts). A
- * job that will not be tried again goes to the dead-letter store with its reason and data. A
- * DeferredError puts the job back in its queue untouched: no attempt spent, nothing dead-lettered.
- */
-export async function atJobBoundary<T>(
-  job: Job<{ itemId: string }>,
-  stage: DeadLetterStage,
-  deps: { deadLetters: DeadLetterStore; logger: Logger; metrics: Metrics },
-  work: () => Promise<T>,
-): Promise<T> {
-  try {
-    return await work();
-  } catch (error) {
-    if (error instanceof DeferredError) {
-      deps.metrics.jobsDeferred.inc({ stage, reason: error.code });
-      deps.logger.debug({ stage, jobId: job.id, itemId: job.data.itemId, code: error.code }, 'job deferred: back to the queue');
-      throw Worker.RateLimitError();
-    }
-    const retryable = isRetryable(error);
-    const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-    const log = { stage, jobId: job.id, itemId: job.data.itemId, attempt: job.attemptsMade + 1, err: errorMessage(error) };
-    if (!retryable || lastAttempt) {
-      deps.logger.warn(log, 'job failed for good; sent to the dead-letter store');
-      deps.metrics.deadLettered.inc({ stage });
-      await deps.deadLetters.add([
-        {
-          stage,
-          code: error instanceof IndexerError ? error.code : 'UNEXPECTED',
-          reason: errorMessage(error),
-          itemId: job.data.itemId,
-          original: Buffer.from(JSON.stringify(job.data)),
-          key: Buffer.from(job.data.itemId),
-          source: `${stage}:${job.id}`,
-        },
-      ]);
-    } else {
-      deps.logger.info(log, 'job failed; it will be retried');
-    }
-    if (!retryable) throw new UnrecoverableError(errorMessage(error));
-    throw error;
+export interface BatchJobDeps {
+  deadLetters: DeadLetterStore;
+  logger: Logger;
+  metrics: Metrics;
+  /**
+   * Times a job may be found stalled (its worker died or hung past its lock) and run again; past
+   * this, its items are dead-lettered with code JOB_STALLED. BullMQ's own limit is set out of
+   * reach, because BullMQ fails such a job without running our code: its items would sit in a
+   * failed set nobody reads, instead of the dead-letter store.
+   */
+  stallLimit: number;
+}
+
+export interface BatchJobSpec<T extends { itemId: string }, D> {
+  stage: DeadLetterStage;
+  items: T[];
+  /** The job's data holding only these items: what a retry carries. */
+  withItems: (items: T[]) => D;
+  /** Runs the batch; one outcome per item, in order. Throwing counts as every item failing so. */
+  work: (items: T[]) => Promise<Outcome<void>[]>;
+}
+
+/** Thrown to have BullMQ retry a job whose data now holds only the items that may still succeed. */
+export class ItemsToRetryError extends Error {
+  constructor(count: number, of: number, cause: unknown) {
+    super(`${count} of ${of} items failed and will be retried: ${errorMessage(cause)}`, { cause });
+    this.name = 'ItemsToRetryError';
   }
+}
+
+/**
+ * Where a batch job's per-item outcomes become instructions to BullMQ, so that one bad item never
+ * fails its neighbours:
+ * - items that succeeded are done;
+ * - an item that failed for good (a non-retryable error, or a retryable one at the job's last
+ *   attempt) goes to the dead-letter store alone, with its reason and its own data;
+ * - items that may still succeed stay in the job: its data shrinks to them and the job is retried
+ *   with backoff (an attempt spent), or, when the failure was a deferral (an open circuit, a
+ *   quota pause), put back in its queue without spending an attempt.
+ * So a job always completes once every item is written or dead-lettered; it fails only when the
+ * dead-letter store itself cannot be reached at its last attempt.
+ */
+export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: Job<D>, deps: BatchJobDeps, spec: BatchJobSpec<T, D>): Promise<void> {
+  const { stage, items } = spec;
+  if (job.stalledCounter > deps.stallLimit) {
+    const error = new IndexerError('JOB_STALLED', `the job stalled ${job.stalledCounter} times (its worker died or hung past its lock each time); over JOB_STALL_LIMIT=${deps.stallLimit}`, { canRetry: false });
+    await deadLetter(job, deps, stage, items.map((item) => ({ item, error })));
+    return;
+  }
+
+  let outcomes: Outcome<void>[];
+  try {
+    outcomes = await spec.work(items);
+  } catch (error) {
+    outcomes = items.map(() => ({ ok: false, error }));
+  }
+
+  const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  const final: { item: T; error: unknown }[] = [];
+  const remaining: T[] = [];
+  let deferral: DeferredError | undefined;
+  let retryCause: unknown;
+  outcomes.forEach((outcome, i) => {
+    const item = items[i] as T;
+    if (outcome.ok) return;
+    if (outcome.error instanceof DeferredError) {
+      deferral ??= outcome.error;
+      remaining.push(item);
+    } else if (isRetryable(outcome.error) && !lastAttempt) {
+      retryCause ??= outcome.error;
+      remaining.push(item);
+    } else {
+      final.push({ item, error: outcome.error });
+    }
+  });
+
+  await deadLetter(job, deps, stage, final);
+  if (remaining.length === 0) return;
+  if (remaining.length < items.length) await job.updateData(spec.withItems(remaining));
+  if (deferral) {
+    deps.metrics.jobsDeferred.inc({ stage, reason: deferral.code });
+    deps.logger.debug({ stage, jobId: job.id, items: remaining.length, code: deferral.code }, 'job deferred: back to the queue');
+    throw Worker.RateLimitError();
+  }
+  deps.logger.info({ stage, jobId: job.id, items: remaining.length, of: items.length, attempt: job.attemptsMade + 1, err: errorMessage(retryCause) }, 'items failed; their job will be retried');
+  throw new ItemsToRetryError(remaining.length, items.length, retryCause);
+}
+
+async function deadLetter<T extends { itemId: string }>(job: Job, deps: BatchJobDeps, stage: DeadLetterStage, failed: { item: T; error: unknown }[]): Promise<void> {
+  if (failed.length === 0) return;
+  const letters: DeadLetter[] = failed.map(({ item, error }) => ({
+    stage,
+    code: error instanceof IndexerError ? error.code : 'UNEXPECTED',
+    reason: errorMessage(error),
+    itemId: item.itemId,
+    original: Buffer.from(JSON.stringify(item)),
+    key: Buffer.from(item.itemId),
+    source: `${stage}:${job.id}`,
+  }));
+  await deps.deadLetters.add(letters);
+  deps.metrics.deadLettered.inc({ stage }, letters.length);
+  deps.logger.warn({ stage, jobId: job.id, items: letters.length, first: { itemId: letters[0]?.itemId, code: letters[0]?.code, reason: letters[0]?.reason } }, 'items failed for good; sent to the dead-letter store');
 }

@@ -1,35 +1,42 @@
-import { createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { JobsOptions } from 'bullmq';
-import type { ChangeEvent, Operation } from '../ingest/change-event.js';
+import type { ChangeEvent } from '../ingest/change-event.js';
 
 export const EMBED_QUEUE = 'embed';
 export const WRITE_QUEUE = 'write';
 
-/** Live events outrank backfills (BullMQ: lower number, higher priority). */
-export const PRIORITY = { live: 1, backfill: 10 } as const;
+/**
+ * Backfills run below live events. Live jobs carry no priority at all: BullMQ serves its plain
+ * wait list before any prioritized job, and a priority on every job costs Redis commands per job
+ * while buying nothing.
+ */
+export const BACKFILL_PRIORITY = 10;
 
-/** Where an event came from, kept for the dead-letter store and for tracing. */
-export interface EventSource {
-  topic: string;
-  partition: number;
-  offset: string;
-}
-
-/** One item's change, waiting to be embedded. */
-export interface EmbedJobData extends ChangeEvent {
-  source: EventSource | undefined;
-  /** ms since epoch when ingest accepted the event: the start of event-to-searchable latency. */
+/** One item's change, waiting to be embedded. Several of them make an embed job. */
+export interface QueuedChange extends ChangeEvent {
+  /** Where it came from, for the dead-letter store: `topic/partition@offset`. */
+  source: string | undefined;
+  /** ms since epoch when ingest accepted the event: the start of event-to-sink latency. */
   acceptedAt: number;
 }
 
 /**
- * One item's change, waiting for the sink: `upsert` with its vector (held here until written, so a
+ * An embed job: every accepted change of a chunk of a Kafka batch (bounded by items and bytes).
+ * Outcomes are per item: failed items are dead-lettered alone, retryable ones stay in the job
+ * (its data shrinks to them) and the job is retried; the rest completes.
+ */
+export interface EmbedJobData {
+  changes: QueuedChange[];
+}
+
+/**
+ * One item's write, waiting for the sink: `upsert` with its vector (held here until written, so a
  * sink outage never re-buys it), `delete`, or `payload`: the text is unchanged, only the metadata
  * is written (it carries the text in case the sink turns out to have lost the point).
  */
-export type WriteOp = Operation | 'payload';
+export type WriteOp = 'upsert' | 'delete' | 'payload';
 
-export interface WriteJobData {
+export interface ItemWrite {
   itemId: string;
   op: WriteOp;
   version: number;
@@ -43,27 +50,33 @@ export interface WriteJobData {
   acceptedAt: number;
   textTokens?: number;
   truncated?: boolean;
-  /** Only on `payload` jobs. */
+  /** Only on `payload` writes. */
   text?: string;
 }
 
+/** A write job: the results of one embeddings request (plus the deletes and payload-only changes beside it). */
+export interface WriteJobData {
+  writes: ItemWrite[];
+}
+
 /**
- * Deterministic job id: the same event delivered twice (a Kafka redelivery after a crash before the
- * offset commit) maps to the same job, which BullMQ adds only once while it exists.
+ * A fresh job id. Never derived from the content: a replay of an event whose earlier job failed
+ * (and is kept in the failed set) must run, not meet the old id. Duplicates of changes still queued
+ * are caught per item by the state (see ItemStateStore.observe), not by the job id. Short, because
+ * the item state keeps the id of the job holding each item's newest change.
  */
-export function jobIdFor(itemId: string, version: number, op: Operation): string {
-  const digest = createHash('sha256').update(`${itemId}\u0000${version}\u0000${op}`).digest('base64url').slice(0, 27);
-  return `j${digest}`;
+export function newJobId(kind: 'e' | 'w'): string {
+  return `${kind}${randomBytes(9).toString('base64url')}`;
 }
 
 export function defaultJobOptions(attempts: number, backoffMs: number): JobsOptions {
   return {
     attempts,
     backoff: { type: 'exponential', delay: backoffMs, jitter: 0.5 },
-    // Completed jobs are gone at once (their effect is in the sink); failed ones are kept a week
-    // for inspection, and their events are in the dead-letter store as well.
+    // Completed jobs are gone at once (their effect is in the sink). A job only fails when it
+    // cannot even dead-letter its items (Redis gone at its last attempt): keep those for a week.
     removeOnComplete: true,
-    removeOnFail: { age: 7 * 24 * 3600, count: 100_000 },
+    removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
   };
 }
 

@@ -4,13 +4,15 @@ import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batch
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { decodeVector, defaultJobOptions, jobIdFor, PRIORITY, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import type { InflightVectors } from '../embed/inflight-vectors.js';
+import { decodeVector, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type WriteJobData } from '../queue/jobs.js';
 import { buildPayload, type Payload, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
 
 export interface WriteStageOptions {
   sink: VectorSink;
   state: ItemStateStore;
+  inflight: InflightVectors;
   /** Where items go back when the sink turns out to have lost their point. */
   embedQueue: Queue<EmbedJobData>;
   jobOptions: ReturnType<typeof defaultJobOptions>;
@@ -22,73 +24,73 @@ export interface WriteStageOptions {
 }
 
 /**
- * Groups write jobs into sink batches (upserts, payload-only updates, deletes: one call each).
+ * Groups the writes of the write jobs this process holds into sink batches (upserts, payload-only updates, deletes: one call each).
  * Batches run one at a time per process, and a change is written only when it is newer than what
  * the sink holds for its item, by the Redis state and again inside the sink (version guards):
  * redelivered, superseded and out-of-order changes never overwrite a newer vector or resurrect a
  * deleted item. The state is updated only after the sink acknowledged.
  */
 export class WriteStage {
-  private readonly batcher: MicroBatcher<WriteJobData, void>;
+  private readonly batcher: MicroBatcher<ItemWrite, void>;
 
   constructor(private readonly options: WriteStageOptions) {
     this.batcher = new MicroBatcher({ maxSize: options.batchSize, lingerMs: options.lingerMs, run: (items) => this.runBatch(items), maxConcurrent: 1 });
   }
 
-  process(data: WriteJobData): Promise<void> {
-    return this.batcher.submit(data);
+  /** One write job's writes: one outcome per write, in order. */
+  async process(writes: ItemWrite[]): Promise<Outcome<void>[]> {
+    const settled = await Promise.allSettled(writes.map((write) => this.batcher.submit(write)));
+    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, value: undefined } : { ok: false, error: s.reason }));
   }
 
   drain(): Promise<void> {
     return this.batcher.drain();
   }
 
-  private async runBatch(items: WriteJobData[]): Promise<Outcome<void>[]> {
+  private async runBatch(items: ItemWrite[]): Promise<Outcome<void>[]> {
     const { state, metrics } = this.options;
     const outcomes: Outcome<void>[] = items.map(() => ({ ok: true, value: undefined }));
     // Two changes of one item in one batch: only the newest is written (the other is superseded).
     const newest = new Map<string, number>();
     items.forEach((item, i) => {
       const seen = newest.get(item.itemId);
-      if (seen === undefined || (items[seen] as WriteJobData).version <= item.version) newest.set(item.itemId, i);
+      if (seen === undefined || (items[seen] as ItemWrite).version <= item.version) newest.set(item.itemId, i);
     });
     const candidates = [...newest.values()];
-    const newer = await state.newerThanWritten(candidates.map((i) => items[i] as WriteJobData));
+    const newer = await state.newerThanWritten(candidates.map((i) => items[i] as ItemWrite));
     const chosen = candidates.filter((_, k) => newer[k]);
     metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, items.length - chosen.length);
 
     const indexedAt = new Date().toISOString();
-    const of = (op: WriteJobData['op']) => chosen.filter((i) => (items[i] as WriteJobData).op === op);
+    const of = (op: ItemWrite['op']) => chosen.filter((i) => (items[i] as ItemWrite).op === op);
     const upserts = of('upsert');
     const payloads = of('payload');
     const deletes = of('delete');
 
-    const upserted = await this.write('upsert', upserts.map((i) => toRecord(items[i] as WriteJobData, indexedAt)), (batch) => this.options.sink.upsert(batch));
+    const upserted = await this.write('upsert', upserts.map((i) => toRecord(items[i] as ItemWrite, indexedAt)), (batch) => this.options.sink.upsert(batch));
     // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
     const missing = new Set<string>();
-    const updated = await this.write('payload', payloads.map((i) => ({ itemId: (items[i] as WriteJobData).itemId, payload: toPayload(items[i] as WriteJobData, indexedAt) })), async (batch) => {
+    const updated = await this.write('payload', payloads.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, payload: toPayload(items[i] as ItemWrite, indexedAt) })), async (batch) => {
       for (const itemId of (await this.options.sink.updatePayload(batch)).missing) missing.add(itemId);
     });
-    const deleted = await this.write('delete', deletes.map((i) => ({ itemId: (items[i] as WriteJobData).itemId, version: (items[i] as WriteJobData).version })), (batch) => this.options.sink.delete(batch));
+    const deleted = await this.write('delete', deletes.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, version: (items[i] as ItemWrite).version })), (batch) => this.options.sink.delete(batch));
     upserts.forEach((itemIndex, k) => (outcomes[itemIndex] = upserted[k] as Outcome<void>));
     payloads.forEach((itemIndex, k) => (outcomes[itemIndex] = updated[k] as Outcome<void>));
     deletes.forEach((itemIndex, k) => (outcomes[itemIndex] = deleted[k] as Outcome<void>));
 
-    const lost = payloads.filter((i) => missing.has((items[i] as WriteJobData).itemId));
-    if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as WriteJobData));
+    const lost = payloads.filter((i) => missing.has((items[i] as ItemWrite).itemId));
+    if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as ItemWrite));
     const lostSet = new Set(lost);
-    await state.recordWritten(
-      chosen
-        .filter((i) => outcomes[i]?.ok && !lostSet.has(i))
-        .map((i) => {
-          const item = items[i] as WriteJobData;
-          return { itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model };
-        }),
-    );
+    const written = chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)).map((i) => items[i] as ItemWrite);
+    // Upserts written: their vectors no longer wait in the write queue.
+    await Promise.all([
+      state.recordWritten(written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model }))),
+      this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash ? [item.contentHash] : []))),
+    ]);
 
     const now = Date.now();
     outcomes.forEach((o, i) => {
-      if (o.ok) metrics.eventToSinkSeconds.observe((now - (items[i] as WriteJobData).acceptedAt) / 1000);
+      if (o.ok) metrics.eventToSinkSeconds.observe((now - (items[i] as ItemWrite).acceptedAt) / 1000);
     });
     return outcomes;
   }
@@ -97,17 +99,12 @@ export class WriteStage {
    * The state said the sink held this text's vector, but the sink has no point: the state forgets
    * what it claimed and the change goes back to be embedded, rather than being skipped forever.
    */
-  private async reembed(items: WriteJobData[]): Promise<void> {
+  private async reembed(items: ItemWrite[]): Promise<void> {
     const { state, embedQueue, jobOptions, logger } = this.options;
     logger.warn({ items: items.map((i) => i.itemId).slice(0, 20), count: items.length }, 'the sink lost points the state recorded; re-embedding them');
     await state.forgetWritten(items.map((i) => i.itemId));
-    await embedQueue.addBulk(
-      items.map((item) => ({
-        name: 'upsert',
-        data: { itemId: item.itemId, op: 'upsert', version: item.version, versionSource: 'version', updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt },
-        opts: { ...jobOptions, jobId: `${jobIdFor(item.itemId, item.version, 'upsert')}-lost`, priority: PRIORITY.live },
-      })),
-    );
+    const changes = items.map((item) => ({ itemId: item.itemId, op: 'upsert' as const, version: item.version, versionSource: 'version' as const, updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt }));
+    await embedQueue.add('lost-points', { changes }, { ...jobOptions, jobId: newJobId('e') });
   }
 
   private write<T>(op: 'upsert' | 'payload' | 'delete', entries: T[], call: (batch: T[]) => Promise<void>): Promise<Outcome<void>[]> {
@@ -129,7 +126,7 @@ export class WriteStage {
   }
 }
 
-function toPayload(item: WriteJobData, indexedAt: string): Payload {
+function toPayload(item: ItemWrite, indexedAt: string): Payload {
   return buildPayload(item.metadata, {
     item_id: item.itemId,
     version: item.version,
@@ -144,6 +141,6 @@ function toPayload(item: WriteJobData, indexedAt: string): Payload {
   });
 }
 
-function toRecord(item: WriteJobData, indexedAt: string): SinkRecord {
+function toRecord(item: ItemWrite, indexedAt: string): SinkRecord {
   return { itemId: item.itemId, vector: decodeVector(item.vector as string), payload: toPayload(item, indexedAt) };
 }
