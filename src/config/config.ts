@@ -15,7 +15,7 @@ export interface Config {
     ssl: boolean;
     sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string } | undefined;
   };
-  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number; jobStallLimit: number; tombstoneRetentionSeconds: number };
+  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number; jobStallLimit: number; jobLockMs: number; tombstoneRetentionSeconds: number };
   events: {
     idField: string;
     opField: string;
@@ -179,6 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       jobAttempts: s.JOB_ATTEMPTS,
       jobBackoffMs: s.JOB_BACKOFF_MS,
       jobStallLimit: s.JOB_STALL_LIMIT,
+      jobLockMs: s.JOB_LOCK_MS,
       tombstoneRetentionSeconds: s.TOMBSTONE_RETENTION_SECONDS,
     },
     events: {

@@ -71,6 +71,7 @@ export const SETTINGS = {
   TOMBSTONE_RETENTION_SECONDS: setting('redis', int(1), '604800', 'How long a deleted item\'s tombstone (its delete version) is kept; a late upsert older than the delete is ignored while it lasts. Set it longer than any replay or redelivery delay.'),
   JOB_ATTEMPTS: setting('redis', int(1, 100), '8', 'Attempts per embed or write job; an item still failing at the last attempt goes to the dead-letter store alone (its batch-mates are not held back).'),
   JOB_BACKOFF_MS: setting('redis', int(1), '1000', 'First retry delay of a job whose items failed; doubles per attempt.'),
+  JOB_LOCK_MS: setting('redis', int(1000), '30000', 'How long a job stays locked to a worker that stops renewing the lock (renewed every half of it while the worker lives): after a crash, its jobs are taken over this long later.'),
   JOB_STALL_LIMIT: setting('redis', int(0, 1000), '5', 'Times a job may stall (its worker died or hung past its lock) and run again; past this its items go to the dead-letter store with code JOB_STALLED.'),
 
   // Change-event mapping

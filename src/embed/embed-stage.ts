@@ -13,6 +13,9 @@ import type { PreparedText, Tokenizer } from './tokenizer.js';
 import type { UsageStore } from './usage.js';
 import { checkVector } from './vectors.js';
 
+/** A job deferred by a paused queue looks again this often; a paused queue does not hand it out meanwhile. */
+const PAUSED_RECHECK_MS = 5_000;
+
 export interface EmbedStageOptions {
   provider: EmbeddingProvider;
   writeQueue: Queue<WriteJobData>;
@@ -33,11 +36,6 @@ export interface EmbedStageOptions {
    * worker until someone fixes it and runs `indexer resume`.
    */
   pauseForOperator: (error: IndexerError) => Promise<void>;
-  /**
-   * Stops every worker from taking new embed jobs for this long (BullMQ's global rate limit): on
-   * a 429, and while every endpoint's circuit is open.
-   */
-  holdQueue: (waitMs: number) => Promise<void>;
   /** In-process retries of one embeddings request before the job itself is failed and retried. */
   retryPolicy?: RetryPolicy;
 }
@@ -202,12 +200,9 @@ export class EmbedStage {
         try {
           const result = await withRetry(() => provider.embed(batch, { estimatedTokens }), {
             policy: this.options.retryPolicy,
-            onRetry: ({ attempt, delayMs, error }) => {
-              logger.warn({ attempt, delayMs, err: (error as Error).message }, 'embeddings request failed; retrying');
-              // This batch waits in process (its items stay batched together); the queue stops
-              // handing out new jobs to every worker for as long.
-              if (error instanceof IndexerError && error.code === 'EMBEDDINGS_RATE_LIMITED') void this.options.holdQueue(delayMs).catch(() => undefined);
-            },
+            // This batch waits in process (its items stay batched together); on a 429 the endpoint's
+            // shared limiter holds every replica's requests for the Retry-After as well.
+            onRetry: ({ attempt, delayMs, error }) => logger.warn({ attempt, delayMs, err: (error as Error).message }, 'embeddings request failed; retrying'),
           });
           metrics.embeddingRequests.inc({ model: provider.model, outcome: 'ok' });
           metrics.embeddingInputs.inc({ model: provider.model }, batch.length);
@@ -225,9 +220,9 @@ export class EmbedStage {
   }
 
   /**
-   * Failures that no attempt of this job can fix, but time or a person will, become deferrals:
-   * the queue is held or paused first, then the jobs go back to it without spending an attempt.
-   * An outage of any length therefore dead-letters nothing.
+   * Failures that no attempt of this job can fix, but time or a person will, become deferrals: the
+   * job waits (delayed by the time left, or until an operator resumes the paused queue) without
+   * spending an attempt. An outage of any length therefore dead-letters nothing.
    */
   private async deferIfWaiting(error: unknown): Promise<unknown> {
     if (!(error instanceof IndexerError)) return error;
@@ -236,12 +231,12 @@ export class EmbedStage {
         this.pausing = undefined;
       });
       await this.pausing;
-      return new DeferredError('EMBEDDINGS_PAUSED', `${error.message}; the embed queue is paused until \`indexer resume\``, { details: { pausedBy: error.code } });
+      return new DeferredError('EMBEDDINGS_PAUSED', `${error.message}; the embed queue is paused until \`indexer resume\``, { retryAfterMs: PAUSED_RECHECK_MS, details: { pausedBy: error.code } });
     }
-    if (error instanceof DeferredError || error.code === 'EMBEDDINGS_RATE_LIMITED') {
+    if (error instanceof DeferredError) return error;
+    if (error.code === 'EMBEDDINGS_RATE_LIMITED') {
       const waitMs = retryAfterOf(error) ?? 1000;
-      await this.options.holdQueue(waitMs);
-      return error instanceof DeferredError ? error : new DeferredError('EMBEDDINGS_RATE_LIMITED', `${error.message} (still, after every in-process retry); the embed queue waits ${waitMs} ms`, { retryAfterMs: waitMs });
+      return new DeferredError('EMBEDDINGS_RATE_LIMITED', `${error.message} (still, after every in-process retry); the job waits ${waitMs} ms`, { retryAfterMs: waitMs });
     }
     return error;
   }

@@ -79,6 +79,10 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     const inflight = new InflightVectors(redis, prefix);
     const jobOptions = defaultJobOptions(config.redis.jobAttempts, config.redis.jobBackoffMs);
     const deps: BatchJobDeps = { deadLetters, logger, metrics, stallLimit: config.redis.jobStallLimit };
+    // A live worker renews its jobs' locks every half lock, however long a batch waits on the API;
+    // the lock only runs out when the worker is gone, and the stalled check then hands its jobs
+    // to another worker.
+    const lockOptions = { lockDuration: config.redis.jobLockMs, stalledInterval: config.redis.jobLockMs, maxStalledCount: BULLMQ_MAX_STALLED };
 
     let sink: VectorSink | undefined;
     let embedProvider: EmbeddingProvider | undefined;
@@ -91,8 +95,8 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       const stage = new WriteStage({ sink: writeSink, state, inflight, embedQueue, jobOptions, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, logger: logger.child({ role: 'write' }), metrics });
       const worker = new Worker<WriteJobData>(
         WRITE_QUEUE,
-        (job) => atBatchJobBoundary(job, deps, { stage: 'write', items: job.data.writes, withItems: (writes) => ({ writes }), work: (writes) => stage.process(writes) }),
-        { connection: redis, prefix, concurrency: config.workers.writeConcurrency, maxStalledCount: BULLMQ_MAX_STALLED },
+        (job, token) => atBatchJobBoundary(job, token, deps, { stage: 'write', items: job.data.writes, withItems: (writes) => ({ writes }), work: (writes) => stage.process(writes) }),
+        { connection: redis, prefix, concurrency: config.workers.writeConcurrency, ...lockOptions },
       );
       worker.on('error', (error) => logger.error({ role: 'write', err: error.message }, 'write worker error'));
       releasers.add('write worker', async () => {
@@ -115,9 +119,6 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
         batchSize: config.embeddings.batchSize,
         maxBatchTokens: config.embeddings.maxBatchTokens,
-        holdQueue: async (waitMs) => {
-          if (waitMs > 0) await embedQueue.rateLimit(waitMs);
-        },
         pauseForOperator: async (error) => {
           await embedQueue.pause();
           const fix = error.code === 'EMBEDDINGS_UNAUTHORIZED' ? 'Fix EMBEDDINGS_API_KEY and restart the workers' : 'Add credit or raise the limit';
@@ -132,17 +133,12 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       });
       const worker = new Worker<EmbedJobData>(
         EMBED_QUEUE,
-        (job) => atBatchJobBoundary(job, deps, { stage: 'embed', items: job.data.changes, withItems: (changes) => ({ changes }), work: (changes) => stage.process(changes) }),
+        (job, token) => atBatchJobBoundary(job, token, deps, { stage: 'embed', items: job.data.changes, withItems: (changes) => ({ changes }), work: (changes) => stage.process(changes) }),
         {
           connection: redis,
           prefix,
           concurrency: config.workers.embedConcurrency,
-          // A batch may wait on a slow or rate-limited API; do not let BullMQ call its jobs stalled.
-          lockDuration: Math.max(30_000, config.embeddings.timeoutMs * 2),
-          maxStalledCount: BULLMQ_MAX_STALLED,
-          // An idle worker re-checks the queue every second (BullMQ's default is 5 s): jobs put back
-          // during a rate limit or an open circuit are taken again soon after the wait ends.
-          drainDelay: 1,
+          ...lockOptions,
         },
       );
       worker.on('error', (error) => logger.error({ role: 'embed', err: error.message }, 'embed worker error'));

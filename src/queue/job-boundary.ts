@@ -1,9 +1,13 @@
-import { Worker, type Job } from 'bullmq';
-import { DeferredError, errorMessage, IndexerError, isRetryable } from '../core/errors.js';
+import { DelayedError, type Job } from 'bullmq';
+import { DeferredError, errorMessage, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import type { Outcome } from '../core/micro-batcher.js';
 import type { DeadLetter, DeadLetterStage, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+
+/** A deferred job is back after the time its cause named, within these bounds. */
+const MIN_DEFERRAL_MS = 200;
+const MAX_DEFERRAL_MS = 60_000;
 
 export interface BatchJobDeps {
   deadLetters: DeadLetterStore;
@@ -43,11 +47,11 @@ export class ItemsToRetryError extends Error {
  *   attempt) goes to the dead-letter store alone, with its reason and its own data;
  * - items that may still succeed stay in the job: its data shrinks to them and the job is retried
  *   with backoff (an attempt spent), or, when the failure was a deferral (an open circuit, a
- *   quota pause), put back in its queue without spending an attempt.
+ *   quota pause, a rate limit outlasting the in-process retries), delayed without spending one.
  * So a job always completes once every item is written or dead-lettered; it fails only when the
  * dead-letter store itself cannot be reached at its last attempt.
  */
-export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: Job<D>, deps: BatchJobDeps, spec: BatchJobSpec<T, D>): Promise<void> {
+export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: Job<D>, token: string | undefined, deps: BatchJobDeps, spec: BatchJobSpec<T, D>): Promise<void> {
   const { stage, items } = spec;
   if (job.stalledCounter > deps.stallLimit) {
     const error = new IndexerError('JOB_STALLED', `the job stalled ${job.stalledCounter} times (its worker died or hung past its lock each time); over JOB_STALL_LIMIT=${deps.stallLimit}`, { canRetry: false });
@@ -85,9 +89,13 @@ export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: J
   if (remaining.length === 0) return;
   if (remaining.length < items.length) await job.updateData(spec.withItems(remaining));
   if (deferral) {
+    // Delayed rather than put back at once: the worker goes on with other jobs, and this one
+    // returns when the wait is over (a paused queue keeps it until it is resumed).
+    const waitMs = Math.min(MAX_DEFERRAL_MS, Math.max(MIN_DEFERRAL_MS, retryAfterOf(deferral) ?? MIN_DEFERRAL_MS));
     deps.metrics.jobsDeferred.inc({ stage, reason: deferral.code });
-    deps.logger.debug({ stage, jobId: job.id, items: remaining.length, code: deferral.code }, 'job deferred: back to the queue');
-    throw Worker.RateLimitError();
+    deps.logger.debug({ stage, jobId: job.id, items: remaining.length, code: deferral.code, waitMs }, 'job deferred: it waits without spending an attempt');
+    await job.moveToDelayed(Date.now() + waitMs, token);
+    throw new DelayedError();
   }
   deps.logger.info({ stage, jobId: job.id, items: remaining.length, of: items.length, attempt: job.attemptsMade + 1, err: errorMessage(retryCause) }, 'items failed; their job will be retried');
   throw new ItemsToRetryError(remaining.length, items.length, retryCause);
