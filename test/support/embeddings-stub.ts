@@ -45,6 +45,8 @@ export interface EmbeddingsStubOptions {
   ignoreEncodingFormat?: boolean;
   /** Inputs containing this marker are rejected as too long (400, like OpenAI's context-length error). */
   rejectMarker?: string;
+  /** A request carrying an input with this marker is answered 503, as an overloaded server does. */
+  unavailableMarker?: string;
 }
 
 export interface StubRequest {
@@ -135,7 +137,7 @@ export class EmbeddingsStub {
   private faults: StubFault[] = [];
   private readonly requestBucket: MinuteBucket | undefined;
   private readonly tokenBucket: MinuteBucket | undefined;
-  options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'rateLimits'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'rateLimits'>;
+  options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'unavailableMarker' | 'rateLimits'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'unavailableMarker' | 'rateLimits'>;
 
   constructor(options: EmbeddingsStubOptions = {}) {
     this.options = { dimensions: 8, latencyMs: 0, latencyJitterMs: 0, ignoreEncodingFormat: false, dialect: 'openai', ...options };
@@ -227,6 +229,10 @@ export class EmbeddingsStub {
     if (this.options.rejectMarker && (inputs as string[]).some((i) => i.includes(this.options.rejectMarker as string))) {
       record(400);
       return send(400, error("This model's maximum context length is 8192 tokens, however you requested 9000 tokens (9000 in your prompt; 0 for the completion). Please reduce your prompt; or completion length.", 'invalid_request_error', null, 'input'));
+    }
+    if (this.options.unavailableMarker && (inputs as string[]).some((i) => i.includes(this.options.unavailableMarker as string))) {
+      record(503);
+      return send(503, error('The server is overloaded or not ready yet.', 'server_error'));
     }
     const limited = this.overLimit(model, tokens);
     if (limited) {

@@ -1,0 +1,197 @@
+/**
+ * The batch job shape on the real parts (Kafka, Redis, LanceDB, worker processes): jobs carry many
+ * changes with per-item outcomes, replays run, redeliveries of changes still queued do not, a job
+ * that keeps stalling reaches the dead-letter store, and text bought once is never bought again
+ * while its vector waits in the write queue.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Config } from '../../../src/config/config.js';
+import { contentHash } from '../../../src/embed/content-hash.js';
+import { createKafka } from '../../../src/ingest/kafka.js';
+import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
+import { silentLogger } from '../../../src/observability/logger.js';
+import { startPipeline, type Pipeline, type Role } from '../../../src/pipeline/pipeline.js';
+import type { EmbedJobData } from '../../../src/queue/jobs.js';
+import { DEFAULT_RETRY_POLICY } from '../../../src/core/retry.js';
+import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
+import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
+import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
+
+const DIMENSIONS = 8;
+const MODEL = 'stub-embedding';
+const event = (id: string, version: number, text: string, metadata: Record<string, unknown> = {}) => JSON.stringify({ id, op: 'upsert', version, text, metadata });
+
+describe('batch jobs', () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function setup(env: Record<string, string> = {}, stubOptions: ConstructorParameters<typeof EmbeddingsStub>[0] = {}, partitions = 2) {
+    const stub = new EmbeddingsStub({ dimensions: DIMENSIONS, ...stubOptions });
+    const lancedbDir = mkdtempSync(join(tmpdir(), 'batch-jobs-'));
+    const config = testConfig({ EMBEDDINGS_BASE_URL: await stub.start(), EMBEDDINGS_MODEL: MODEL, EMBEDDINGS_DIMENSIONS: String(DIMENSIONS), LANCEDB_URI: lancedbDir, COLLECTION: uniqueName('items'), ...env });
+    const topic = config.kafka.topics[0] as string;
+    await ensureTopic(createKafka(config.kafka, silentLogger), topic, partitions);
+    cleanups.push(async () => {
+      await stub.stop();
+      await removeTestResources(config);
+      rmSync(lancedbDir, { recursive: true, force: true });
+    });
+    const produce = (lines: string[]) => produceLines(createKafka(config.kafka, silentLogger), topic, lines, { idField: 'id' });
+    return { stub, config, produce, lancedbDir };
+  }
+
+  async function start(config: Config, roles: Role[]): Promise<Pipeline> {
+    const pipeline = await startPipeline(config, { roles, logger: silentLogger });
+    cleanups.push(() => pipeline.close());
+    return pipeline;
+  }
+
+  /** Another consumer group on the same topic and queues: it re-reads every event, as a redelivery or a replay does. */
+  const replayGroup = (config: Config): Config => ({ ...config, kafka: { ...config.kafka, groupId: uniqueName('replay') } });
+  const consumed = async (p: Pipeline) => (await p.metrics.eventsConsumed.get()).values[0]?.value ?? 0;
+  const skipped = async (p: Pipeline, reason: string) => (await p.metrics.eventsSkipped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+  const queuedChanges = async (p: Pipeline) => (await p.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active'])).reduce((sum, job) => sum + (job.data as EmbedJobData).changes.length, 0);
+
+  it('runs a replay of an event whose job failed, instead of meeting the failed job', async () => {
+    const { stub, config, produce } = await setup();
+    const pipeline = await start(config, ['ingest', 'embed', 'write']);
+    stub.failNext({ kind: 'wrong_dimensions' });
+    await produce([event('replayed-1', 1, 'first try gets a short vector')]);
+    const letter = await waitFor('the bad vector dead-lettered', async () => (await pipeline.deadLetters.list(100)).find((l) => l.itemId === 'replayed-1'));
+    expect(letter.code).toBe('VECTOR_INVALID');
+    expect(await pipeline.sink?.retrieve(['replayed-1'])).toHaveLength(0);
+
+    // The same event again (the README's advice after a repair): it is processed this time.
+    await produce([event('replayed-1', 1, 'first try gets a short vector')]);
+    await waitFor('the replay indexed', async () => (await pipeline.sink?.retrieve(['replayed-1']))?.length === 1);
+  });
+
+  it('does not queue a redelivered change while its job is still queued, and a replay after it was written costs nothing', async () => {
+    const { stub, config, produce } = await setup();
+    const ingest = await start(config, ['ingest']);
+    const lines = Array.from({ length: 20 }, (_, i) => event(`redelivered-${i}`, 1, `redelivered text ${i}`));
+    await produce(lines);
+    await waitFor('every event ingested', async () => (await consumed(ingest)) === 20);
+    expect(await queuedChanges(ingest)).toBe(20);
+
+    const redelivery = await start(replayGroup(config), ['ingest']);
+    await waitFor('the redelivery read', async () => (await consumed(redelivery)) === 20);
+    expect(await skipped(redelivery, 'older_or_queued')).toBe(20);
+    expect(await queuedChanges(ingest)).toBe(20);
+
+    const workers = await start(config, ['embed', 'write']);
+    const ids = lines.map((_, i) => `redelivered-${i}`);
+    await waitFor('every item indexed', async () => (await workers.sink?.retrieve(ids))?.length === 20);
+    expect(stub.served.flatMap((r) => r.inputs)).toHaveLength(20);
+
+    // A replay once everything is written: queued (nothing holds it), then free and skipped.
+    const replay = await start(replayGroup(config), ['ingest']);
+    await waitFor('the replay read', async () => (await consumed(replay)) === 20);
+    await waitFor('the replay skipped by the writer', async () => (await skipped(workers, 'not_newer_than_sink')) === 20);
+    expect(stub.served.flatMap((r) => r.inputs)).toHaveLength(20);
+  });
+
+  it('never pays twice for a text whose vector waits in the write queue (a metadata-only change right after a new text)', async () => {
+    const { stub, config, produce } = await setup();
+    const front = await start(config, ['ingest', 'embed']);
+    let writer = await start(config, ['write']);
+    await produce([event('pending-1', 1, 'text A', { price: 1 })]);
+    await waitFor('v1 written', async () => (await writer.sink?.retrieve(['pending-1']))?.[0]?.payload.version === 1);
+    await writer.close();
+
+    // The writer is down: v2's new text B is bought and waits in the write queue; v3 changes only
+    // the price, so it needs B's vector too: it is taken from the waiting job, not bought again.
+    await produce([event('pending-1', 2, 'text B', { price: 2 })]);
+    await waitFor('v2 bought', () => stub.served.flatMap((r) => r.inputs).includes('text B'));
+    await produce([event('pending-1', 3, 'text B', { price: 3 })]);
+    await waitFor('v3 queued for writing', async () => (await front.writeQueue.getWaitingCount()) === 2);
+
+    writer = await start(config, ['write']);
+    await waitFor('v3 written', async () => (await writer.sink?.retrieve(['pending-1']))?.[0]?.payload.version === 3);
+    const [stored] = (await writer.sink?.retrieve(['pending-1'], { withVectors: true })) ?? [];
+    expect(stored?.payload).toMatchObject({ price: 3, content_hash: contentHash('text B', MODEL, DIMENSIONS) });
+    const expected = stubVector('text B', DIMENSIONS, MODEL);
+    stored?.vector?.forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));
+    expect(stub.served.flatMap((r) => r.inputs).sort()).toEqual(['text A', 'text B']);
+  });
+
+  it('dead-letters an item that failed for good alone, retries the retryable ones in their job, and completes the rest', async () => {
+    const { stub, config, produce } = await setup(
+      { EMBEDDINGS_BATCH_SIZE: '2', EMBEDDINGS_BREAKER_FAILURES: '1000', JOB_ATTEMPTS: '2', JOB_BACKOFF_MS: '100', EMBED_BATCH_LINGER_MS: '200' },
+      { unavailableMarker: 'OVERLOADED', rejectMarker: 'POISON' },
+      1,
+    );
+    const pipeline = await start(config, ['ingest', 'embed', 'write']);
+    // One Kafka batch, one embed job, three requests of two: [ok, ok], [OVERLOADED, ok-but-unlucky], [POISON, ok].
+    await produce([event('b-0', 1, 'fine 0'), event('b-1', 1, 'fine 1'), event('b-2', 1, 'OVERLOADED 2'), event('b-3', 1, 'unlucky 3'), event('b-4', 1, 'POISON 4'), event('b-5', 1, 'fine 5')]);
+    await waitFor('the good items indexed', async () => (await pipeline.sink?.retrieve(['b-0', 'b-1', 'b-5']))?.length === 3);
+    const letters = await waitFor('three items dead-lettered', async () => {
+      const all = (await pipeline.deadLetters.list(100)).filter((l) => l.itemId?.startsWith('b-'));
+      return all.length === 3 ? all : undefined;
+    });
+    expect(Object.fromEntries(letters.map((l) => [l.itemId, l.code]))).toEqual({ 'b-2': 'EMBEDDINGS_UNAVAILABLE', 'b-3': 'EMBEDDINGS_UNAVAILABLE', 'b-4': 'EMBEDDINGS_REJECTED' });
+    // Each letter holds its own change, not the whole job.
+    expect(JSON.parse(letters.find((l) => l.itemId === 'b-4')?.original.toString('utf8') ?? '{}')).toMatchObject({ itemId: 'b-4', text: 'POISON 4' });
+    // The job's retry carried only the two items that could still succeed: each job attempt made
+    // its in-process retries of that one request, and nothing written was sent again.
+    const overloaded = stub.requests.filter((r) => r.status === 503);
+    expect(overloaded).toHaveLength(2 * DEFAULT_RETRY_POLICY.attempts);
+    expect(overloaded.every((r) => [...r.inputs].sort().join() === 'OVERLOADED 2,unlucky 3')).toBe(true);
+    expect(stub.served.flatMap((r) => r.inputs).sort()).toEqual(['fine 0', 'fine 1', 'fine 5']);
+    expect(await pipeline.sink?.retrieve(['b-2', 'b-3', 'b-4'])).toHaveLength(0);
+  });
+
+  it('dead-letters the items of a job that keeps stalling (its worker killed each time), never leaving them in a failed set', async () => {
+    const { stub, config, produce } = await setup({ JOB_LOCK_MS: '1000', JOB_STALL_LIMIT: '1', EMBEDDINGS_TIMEOUT_MS: '600000' });
+    stub.failNext({ kind: 'hang' }, { kind: 'hang' }, { kind: 'hang' });
+    const ingest = await start(config, ['ingest']);
+    const env = {
+      KAFKA_BROKERS: config.kafka.brokers.join(','),
+      REDIS_URL: config.redis.url,
+      KAFKA_TOPICS: config.kafka.topics.join(','),
+      KAFKA_GROUP_ID: config.kafka.groupId,
+      QUEUE_PREFIX: config.redis.prefix,
+      EMBEDDINGS_BASE_URL: config.embeddings.baseUrl,
+      EMBEDDINGS_MODEL: MODEL,
+      EMBEDDINGS_DIMENSIONS: String(DIMENSIONS),
+      EMBEDDINGS_TIMEOUT_MS: '600000',
+      JOB_LOCK_MS: '1000',
+      JOB_STALL_LIMIT: '1',
+      LOG_LEVEL: 'warn',
+    };
+    const processes: WorkerProcess[] = [];
+    cleanups.push(async () => {
+      for (const p of processes) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    });
+    await produce([event('stall-0', 1, 'hangs 0'), event('stall-1', 1, 'hangs 1'), event('stall-2', 1, 'hangs 2')]);
+    await waitFor('ingested', async () => (await consumed(ingest)) === 3);
+
+    // Twice: a worker takes the job, its request hangs, the worker is killed.
+    for (let run = 1; run <= 2; run++) {
+      const worker = spawnWorker('embed', env);
+      processes.push(worker);
+      await waitFor(`request ${run} sent`, () => stub.requests.length === run, { timeoutMs: 30_000 });
+      worker.child.kill('SIGKILL');
+      await worker.exited;
+    }
+    // The third run finds the job stalled twice, over the limit of one: its items are dead-lettered.
+    processes.push(spawnWorker('embed', env));
+    const letters = await waitFor('the stalled items dead-lettered', async () => {
+      const all = await ingest.deadLetters.list(100);
+      return all.length === 3 ? all : undefined;
+    });
+    expect(letters.map((l) => [l.itemId, l.stage, l.code]).sort()).toEqual([
+      ['stall-0', 'embed', 'JOB_STALLED'],
+      ['stall-1', 'embed', 'JOB_STALLED'],
+      ['stall-2', 'embed', 'JOB_STALLED'],
+    ]);
+    expect(stub.requests).toHaveLength(2);
+    expect(await ingest.embedQueue.getFailedCount()).toBe(0);
+    await waitFor('the job completed', async () => (await ingest.embedQueue.count()) === 0 && (await ingest.embedQueue.getActiveCount()) === 0);
+  });
+});
