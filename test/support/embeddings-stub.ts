@@ -59,18 +59,26 @@ export interface StubRequest {
   at: number;
 }
 
-/** The stub's vector for a text: seeded by its SHA-256, unit length. Tests compare sinks to it. */
+/**
+ * The stub's vector for a text: a xorshift128 stream seeded by the SHA-256 of model and text, unit
+ * length. One hash per text, so that the stub costs a benchmark little. Tests compare sinks to it.
+ */
 export function stubVector(text: string, dimensions: number, model = 'stub-embedding'): Float32Array {
+  const seed = createHash('sha256').update(`${model}\u0000${text}`).digest();
+  let [a, b, c, d] = [seed.readUInt32LE(0) | 1, seed.readUInt32LE(4), seed.readUInt32LE(8), seed.readUInt32LE(12)];
   const vector = new Float32Array(dimensions);
-  let block = Buffer.alloc(0);
-  let counter = 0;
+  let norm = 0;
   for (let i = 0; i < dimensions; i++) {
-    if (block.length < 4) block = createHash('sha256').update(`${model}\u0000${counter++}\u0000${text}`).digest();
-    vector[i] = block.readInt32LE(0) / 2 ** 31;
-    block = block.subarray(4);
+    const t = a ^ (a << 11);
+    [a, b, c] = [b, c, d];
+    d = (d ^ (d >>> 19) ^ t ^ (t >>> 8)) >>> 0;
+    const value = (d | 0) / 2 ** 31;
+    vector[i] = value;
+    norm += value * value;
   }
-  const norm = Math.sqrt(vector.reduce((s, v) => s + v * v, 0));
-  return vector.map((v) => v / norm);
+  const scale = 1 / Math.sqrt(norm);
+  for (let i = 0; i < dimensions; i++) vector[i] = (vector[i] as number) * scale;
+  return vector;
 }
 
 /**
