@@ -184,6 +184,13 @@ export class EmbeddingsStub {
     };
     const dialect = this.options.dialect;
     const url = new URL(req.url ?? '/', 'http://x');
+    if (req.method === 'GET' && url.pathname === '/_stub/stats') {
+      // For a benchmark that runs the stub in a process of its own: what it served.
+      const served = this.served;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ requests: this.requests.length, served: served.length, inputs: served.reduce((n, r) => n + r.inputs.length, 0), tokens: served.reduce((n, r) => n + r.tokens, 0) }));
+      return;
+    }
     const error = (message: string, type: string, code: string | null = null, param: string | null = null) =>
       dialect === 'tei' ? { message, code: code ?? 422, type } : openAiError(message, type, code, param);
     const azure = /^\/openai\/deployments\/([^/]+)\/embeddings$/.exec(url.pathname);
