@@ -198,9 +198,9 @@ async function main(): Promise<void> {
       const produced = producedAt.get(id);
       if (produced !== undefined && at <= windowEnd) latencies.push(at - produced);
     }
-    const served = stub.served.filter((r) => r.at <= windowEnd);
-    const requests = served.length;
-    const tokens = served.reduce((s, r) => s + r.tokens, 0);
+    const stats = await stub.stats();
+    const requests = stats.served;
+    const tokens = stats.tokens;
     const cpuSeconds = (cpu.user + cpu.system) / 1e6;
     const figures: Figures = {
       events_per_s: done / seconds,

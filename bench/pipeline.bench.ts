@@ -49,7 +49,7 @@ import { startPipeline, type Pipeline } from '../src/pipeline/pipeline.js';
 import { EMBED_QUEUE, WRITE_QUEUE } from '../src/queue/jobs.js';
 import { createSink } from '../src/sinks/create-sink.js';
 import type { PayloadUpdate, SinkDelete, SinkRecord, VectorSink } from '../src/sinks/vector-sink.js';
-import { EmbeddingsStub } from '../test/support/embeddings-stub.js';
+import { startStubProcess, type StubProcess } from '../test/support/embeddings-stub-process.js';
 import { spawnWorker, type WorkerProcess } from '../test/support/processes.js';
 import { QdrantContractServer } from '../test/support/qdrant-contract/contract-server.js';
 import { generateCatalogEvents } from '../scripts/catalog-generator.js';
@@ -196,7 +196,8 @@ export interface BenchServices {
   config: Config;
   /** The variables the config was loaded from, minus the inherited environment (for child processes). */
   overrides: Record<string, string>;
-  stub: EmbeddingsStub | undefined;
+  /** The embeddings stub, in a process of its own: the indexer's figures do not include it. */
+  stub: StubProcess | undefined;
   kafka: Kafka;
   admin: Admin;
   redis: Redis;
@@ -217,10 +218,10 @@ export async function startServices(
   const lancedbDir = mkdtempSync(join(os.tmpdir(), `${name}-lancedb-`));
   cleanup.add('LanceDB directory', () => rmSync(lancedbDir, { recursive: true, force: true }));
   const overrides: Record<string, string> = { KAFKA_TOPICS: run, KAFKA_GROUP_ID: run, QUEUE_PREFIX: run, COLLECTION: run, LANCEDB_URI: lancedbDir, LOG_LEVEL: 'silent' };
-  let stub: EmbeddingsStub | undefined;
+  let stub: StubProcess | undefined;
   if (options.provider === 'stub') {
-    const started = new EmbeddingsStub({ dimensions: STUB_DIMENSIONS, latencyMs: options.stubLatencyMs });
-    const baseUrl = await started.start();
+    const started = await startStubProcess({ dimensions: STUB_DIMENSIONS, latencyMs: options.stubLatencyMs });
+    const baseUrl = started.url;
     stub = started;
     cleanup.add('embeddings stub', () => started.stop());
     Object.assign(overrides, { EMBEDDINGS_BASE_URL: baseUrl, EMBEDDINGS_MODEL: STUB_MODEL, EMBEDDINGS_DIMENSIONS: String(STUB_DIMENSIONS), EMBEDDINGS_PROVIDER: 'openai' });
@@ -836,8 +837,9 @@ async function main(): Promise<void> {
     let requests: number;
     let tokens: number;
     if (stub) {
-      requests = stub.served.length;
-      tokens = stub.served.reduce((s, r) => s + r.tokens, 0);
+      const stats = await stub.stats();
+      requests = stats.served;
+      tokens = stats.tokens;
     } else if (pipeline) {
       requests = (await pipeline.metrics.embeddingRequests.get()).values.reduce((s, v) => s + v.value, 0);
       tokens = (await pipeline.metrics.embeddingTokens.get()).values.reduce((s, v) => s + v.value, 0);
@@ -896,14 +898,14 @@ async function main(): Promise<void> {
       [
         'peak RSS (MiB)',
         fmt(figures.peak_rss_mib),
-        workers === 1 ? 'this process: the pipeline plus the stub, contract server and workload' : `sum of ${children.map((c) => `${c.name}: ${fmt(c.peakRssKib / 1024)}`).join(', ')}`,
+        workers === 1 ? 'this process: the pipeline plus the contract server and workload (the stub runs in its own process)' : `sum of ${children.map((c) => `${c.name}: ${fmt(c.peakRssKib / 1024)}`).join(', ')}`,
       ],
       [
         'CPU s per 1k events',
         fmt(figures.cpu_s_per_1k_events, 3),
         workers === 1
-          ? `${cpuSeconds.toFixed(1)} s user+system of this process (includes the in-process stub, contract server and the bench's polling)`
-          : `${cpuSeconds.toFixed(1)} s user+system of the worker processes (/proc/<pid>/stat, ${tck} ticks/s; the stub runs in the bench, not counted)`,
+          ? `${cpuSeconds.toFixed(1)} s user+system of this process (includes the contract server and the bench's polling; not the stub, which runs in its own process)`
+          : `${cpuSeconds.toFixed(1)} s user+system of the worker processes (/proc/<pid>/stat, ${tck} ticks/s; the stub runs in its own process, not counted)`,
       ],
     ];
     if (children.length > 0) rows.push(['process start-up', '', children.map((c) => `${c.name}: ${c.readyAt ? `${((c.readyAt - c.spawnedAt) / 1000).toFixed(1)} s to ready` : 'not ready before the run ended'}`).join(', ')]);

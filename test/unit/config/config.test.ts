@@ -34,7 +34,7 @@ describe('loadConfig', () => {
   it('names every bad variable with the fix, all at once', () => {
     const problems = problemsOf({ EMBED_CONCURRENCY: 'lots', VECTOR_DISTANCE: 'hamming', KAFKA_FROM_BEGINNING: 'maybe' });
     expect(problems.map((p) => p.variable).sort()).toEqual(['EMBED_CONCURRENCY', 'KAFKA_FROM_BEGINNING', 'VECTOR_DISTANCE']);
-    expect(problems.find((p) => p.variable === 'EMBED_CONCURRENCY')?.message).toMatch(/whole number.*"lots".*default "4"/);
+    expect(problems.find((p) => p.variable === 'EMBED_CONCURRENCY')?.message).toMatch(/whole number.*"lots".*default "32"/);
   });
 
   it('requires a dimension for a model it does not know', () => {
