@@ -227,7 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       embedConcurrency: s.EMBED_CONCURRENCY,
       embedLingerMs: s.EMBED_BATCH_LINGER_MS,
       writeConcurrency: s.WRITE_CONCURRENCY,
-      writeBatchSize: s.WRITE_BATCH_SIZE,
+      writeBatchSize: s.WRITE_BATCH_SIZE ?? (sinkKind === 'lancedb' ? 1024 : 256),
       writeLingerMs: s.WRITE_BATCH_LINGER_MS,
     },
     observability: { logLevel: s.LOG_LEVEL, metricsPort: s.METRICS_PORT },

@@ -119,12 +119,12 @@ export const SETTINGS = {
   LANCEDB_URI: setting('sink', z.string().min(1), '.data/lancedb', 'LanceDB database directory (local path or object-store URI).'),
 
   // Workers
-  EMBED_JOB_MAX_ITEMS: setting('workers', int(1, 100000), '256', 'Most changes per embed job: ingest turns each Kafka batch into jobs of at most this many changes.'),
+  EMBED_JOB_MAX_ITEMS: setting('workers', int(1, 100000), '512', 'Most changes per embed job: ingest turns each Kafka batch into jobs of at most this many changes.'),
   EMBED_JOB_MAX_BYTES: setting('workers', int(1024), '1048576', 'Most bytes of change data per embed job (texts and metadata as queued).'),
   EMBED_CONCURRENCY: setting('workers', int(1, 10000), '32', 'Embed jobs held at once per process; their changes are grouped into embeddings requests of EMBEDDINGS_BATCH_SIZE.'),
   EMBED_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial embeddings batch waits for more jobs.'),
-  WRITE_CONCURRENCY: setting('workers', int(1, 10000), '16', 'Write jobs (one per embeddings request) held at once per process; their writes are grouped into sink batches.'),
-  WRITE_BATCH_SIZE: setting('workers', int(1, 10000), '256', 'Most points per sink write (Qdrant advises 64-256).'),
+  WRITE_CONCURRENCY: setting('workers', int(1, 10000), '32', 'Write jobs (one per embeddings request) held at once per process; their writes are grouped into sink batches.'),
+  WRITE_BATCH_SIZE: setting('workers', int(1, 10000).optional(), undefined, 'Most points per sink write (default 1024 for LanceDB, where every write is a commit, and 256 for Qdrant, which advises 64-256 and caps a request at 32 MB).'),
   WRITE_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial sink batch waits for more jobs.'),
 
   // Observability
