@@ -1,0 +1,108 @@
+/**
+ * Memory under a large backlog: produces N events (default 1,000,000) into a fresh topic, then runs
+ * one worker process (all roles, the stub in a process of its own) against that backlog for a
+ * while, sampling the worker's RSS and the queue depths. Ingest holds Kafka batches while the
+ * queues are above QUEUE_HIGH_WATER, so the worker's memory should stay flat however deep the
+ * backlog is. Figures are printed, never asserted.
+ *
+ *   npm run services:up
+ *   npm run bench:backlog -- [--events 1000000] [--seconds 120] [--sink lancedb|qdrant-contract] [--heap-mib 256 (0: Node's default)]
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue } from 'bullmq';
+import { createSink } from '../src/sinks/create-sink.js';
+import { EMBED_QUEUE, WRITE_QUEUE } from '../src/queue/jobs.js';
+import { spawnWorker } from '../test/support/processes.js';
+import { Cleanup, fmt, ingestLag, loadWorkload, log, positiveInt, printTable, produceAll, startServices, type ProducedAt } from './pipeline.bench.js';
+
+const { values: args } = parseArgs({
+  options: {
+    events: { type: 'string', default: '1000000' },
+    seconds: { type: 'string', default: '120' },
+    sink: { type: 'string', default: 'lancedb' },
+    /** The worker's V8 old space, as the Dockerfile sets it (0: Node's default, about 4 GiB). */
+    'heap-mib': { type: 'string', default: '256' },
+  },
+});
+
+function rssMib(pid: number): number {
+  try {
+    const match = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** The worker's V8 heap, from its /metrics: what of the RSS is JavaScript objects. */
+async function heapOf(): Promise<string> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${process.env.BACKLOG_METRICS_PORT ?? '19464'}/metrics`)).text();
+    const used = /^indexer_nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1];
+    const external = /^indexer_nodejs_external_memory_bytes (\S+)/m.exec(text)?.[1];
+    return `heap ${fmt(Number(used) / 2 ** 20)} MiB, external ${fmt(Number(external) / 2 ** 20)} MiB`;
+  } catch {
+    return 'heap n/a';
+  }
+}
+
+const cleanup = new Cleanup();
+try {
+  const seconds = positiveInt('--seconds', args.seconds);
+  const workload = loadWorkload({ events: args.events, catalog: undefined });
+  const services = await startServices('backlog', { sink: args.sink, provider: 'stub', stubLatencyMs: 0 }, cleanup);
+  log(`backlog benchmark: ${workload.lines.length} events (${workload.source}) into ${services.run}; one worker process, all roles; sink ${services.config.sink.kind}`);
+  const producedAt: ProducedAt = new Map();
+  await produceAll(services, workload.lines, producedAt);
+  producedAt.clear();
+  workload.lines.length = 0;
+
+  const embed = new Queue(EMBED_QUEUE, { connection: services.redis, prefix: services.run });
+  const write = new Queue(WRITE_QUEUE, { connection: services.redis, prefix: services.run });
+  cleanup.add('queues', async () => {
+    await embed.close();
+    await write.close();
+  });
+  const heapMib = Number(args['heap-mib']);
+  const nodeOptions = heapMib > 0 ? `--max-old-space-size=${heapMib}` : '';
+  const worker = spawnWorker('ingest,embed,write', { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions });
+  cleanup.add('worker process', async () => {
+    if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
+    await worker.exited;
+  });
+  const pid = worker.child.pid ?? -1;
+  const started = Date.now();
+  let peak = 0;
+  let maxJobs = 0;
+  let lastReport = 0;
+  while (Date.now() - started < seconds * 1000 && worker.child.exitCode === null) {
+    peak = Math.max(peak, rssMib(pid));
+    const jobs = (await embed.count()) + (await write.count());
+    maxJobs = Math.max(maxJobs, jobs);
+    if (Date.now() - lastReport > 5_000) {
+      lastReport = Date.now();
+      log(`  ${((Date.now() - started) / 1000).toFixed(0)} s: RSS ${fmt(rssMib(pid))} MiB (peak ${fmt(peak)}; ${await heapOf()}), ${jobs} jobs waiting, ${await ingestLag(services)} events still in Kafka`);
+    }
+    await sleep(500);
+  }
+  if (worker.child.exitCode !== null) throw new Error(`the worker exited (${worker.child.exitCode}):\n${worker.output().slice(-2000)}`);
+  const lag = await ingestLag(services);
+  worker.child.kill('SIGTERM');
+  await worker.exited;
+  const sink = createSink(services.config.sink, services.config.embeddings.dimensions);
+  await sink.open();
+  const written = await sink.count();
+  await sink.close();
+  log('');
+  printTable([
+    ['worker peak RSS (MiB)', fmt(peak), `sampled every 500 ms over ${seconds} s; ${nodeOptions || "Node's default heap limit"}`],
+    ['events consumed', fmt(Number(args.events) - lag), `of ${args.events}; ${fmt(lag)} still waiting in Kafka`],
+    ['items in the sink', fmt(written), `${fmt(written / seconds)} items/s`],
+    ['most jobs waiting', fmt(maxJobs), `embed + write queues; QUEUE_HIGH_WATER=${services.config.redis.highWater}`],
+  ]);
+} finally {
+  await cleanup.run();
+}
+process.exit(0);
