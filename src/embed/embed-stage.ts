@@ -178,6 +178,7 @@ export class EmbedStage {
    */
   private async enqueueWrites(writes: ItemWrite[]): Promise<void> {
     const jobId = newJobId('w');
+    for (const write of writes) write.heldBy = jobId;
     const vectors = writes.flatMap((w) => (w.op === 'upsert' && w.contentHash ? [w.contentHash] : []));
     await withRetry(
       async () => {

@@ -1,6 +1,24 @@
 import type { Redis } from 'ioredis';
 import { WRITE_QUEUE, type WriteJobData } from '../queue/jobs.js';
 
+// KEYS[1]: the in-flight hash. ARGV: pairs of content hash and write job id. Deletes each hash's
+// entry only while it still names that job: another write job holding the same text (another
+// item's, or a vector reused into a newer job) may have announced it since. One read and one
+// delete for the whole list, whatever its length.
+const FORGET_IF_HELD_BY = `
+local hashes = {}
+for i = 1, #ARGV, 2 do hashes[#hashes + 1] = ARGV[i] end
+local current = redis.call('HMGET', KEYS[1], unpack(hashes))
+local stale = {}
+for i, job in ipairs(current) do
+  if job == ARGV[i * 2] then stale[#stale + 1] = hashes[i] end
+end
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
+return #stale`;
+
+/** Lua's unpack takes a few thousand values at most: longer lists go in slices. */
+const SLICE = 2000;
+
 /**
  * Which write job holds the vector of a text that was bought and is not written yet, by content
  * hash (one Redis hash, `<prefix>:inflight`). A vector waits in the write queue between embed and
@@ -10,9 +28,10 @@ import { WRITE_QUEUE, type WriteJobData } from '../queue/jobs.js';
  *
  * It is a hint, never trusted alone: the vector is read from the write job itself, and a job that
  * is gone (written and removed) just means the vector is not reused. So its upkeep is one command
- * per job, never per item: the embed stage announces a write job's hashes before adding it, and
- * the writer forgets them once the job is done. An entry can outlive its job only when a process
- * dies between the two steps; it then points to nothing and is removed when next looked up.
+ * per batch, never per item: the embed stage announces a write job's hashes before adding it, and
+ * the writer forgets them once written, each only while it still names that job. An entry can
+ * outlive its job only when a process dies between the two steps; it then points to nothing and
+ * is removed when next looked up.
  */
 export class InflightVectors {
   readonly key: string;
@@ -57,8 +76,7 @@ export class InflightVectors {
         if (write.op === 'upsert' && write.contentHash && write.vector && jobsByHash.has(write.contentHash)) vectors.set(write.contentHash, write.vector);
       }
     });
-    const stale = [...jobsByHash].filter(([, job]) => gone.includes(job)).map(([hash]) => hash);
-    if (stale.length > 0) await this.redis.hdel(this.key, ...stale);
+    await this.forget([...jobsByHash].filter(([, job]) => gone.includes(job)).map(([hash, job]) => ({ hash, job })));
     return vectors;
   }
 
@@ -68,9 +86,11 @@ export class InflightVectors {
     await this.redis.hset(this.key, Object.fromEntries(hashes.map((h) => [h, writeJobId])));
   }
 
-  /** After a write job is done (written or dead-lettered): its vectors are no longer held. */
-  async forget(hashes: string[]): Promise<void> {
-    if (hashes.length === 0) return;
-    await this.redis.hdel(this.key, ...hashes);
+  /** After vectors are written: the jobs that held them no longer do (entries naming other jobs stay). */
+  async forget(held: { hash: string; job: string }[]): Promise<void> {
+    for (let i = 0; i < held.length; i += SLICE) {
+      const slice = held.slice(i, i + SLICE);
+      await this.redis.eval(FORGET_IF_HELD_BY, 1, this.key, ...slice.flatMap(({ hash, job }) => [hash, job]));
+    }
   }
 }

@@ -133,7 +133,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       });
       const worker = new Worker<EmbedJobData>(
         EMBED_QUEUE,
-        (job, token) => atBatchJobBoundary(job, token, deps, { stage: 'embed', items: job.data.changes, withItems: (changes) => ({ changes }), work: (changes) => stage.process(changes) }),
+        (job, token) => atBatchJobBoundary(job, token, deps, { stage: 'embed', items: job.data.changes, withItems: (changes) => ({ changes }), work: (changes) => stage.process(changes), released: (ids, jobId) => state.releaseQueued(ids, jobId) }),
         {
           connection: redis,
           prefix,

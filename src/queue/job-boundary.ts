@@ -29,6 +29,8 @@ export interface BatchJobSpec<T extends { itemId: string }, D> {
   withItems: (items: T[]) => D;
   /** Runs the batch; one outcome per item, in order. Throwing counts as every item failing so. */
   work: (items: T[]) => Promise<Outcome<void>[]>;
+  /** Items dead-lettered from a job that goes on without them (so a replay of them is not mistaken for a change still queued). */
+  released?: (itemIds: string[], jobId: string) => Promise<void>;
 }
 
 /** Thrown to have BullMQ retry a job whose data now holds only the items that may still succeed. */
@@ -87,6 +89,7 @@ export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: J
 
   await deadLetter(job, deps, stage, final);
   if (remaining.length === 0) return;
+  if (final.length > 0) await spec.released?.(final.map((f) => f.item.itemId), job.id as string);
   if (remaining.length < items.length) await job.updateData(spec.withItems(remaining));
   if (deferral) {
     // Delayed rather than put back at once: the worker goes on with other jobs, and this one

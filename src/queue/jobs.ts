@@ -52,6 +52,8 @@ export interface ItemWrite {
   truncated?: boolean;
   /** Only on `payload` writes. */
   text?: string;
+  /** The write job holding this write (and its vector): what the in-flight hint names. */
+  heldBy?: string;
 }
 
 /** A write job: the results of one embeddings request (plus the deletes and payload-only changes beside it). */

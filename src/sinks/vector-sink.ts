@@ -72,7 +72,11 @@ export interface VectorSink {
   upsert(records: SinkRecord[]): Promise<void>;
   /** Deletes points whose version is not newer than the delete's. */
   delete(deletes: SinkDelete[]): Promise<void>;
-  /** Replaces the payload of points whose version is not newer; returns the items it does not hold. */
+  /**
+   * Replaces the payload of points whose version is not newer and whose vector is the update's
+   * text's (same content_hash and model); returns the items it does not hold so (absent, or holding
+   * another text's vector), which the writer sends back to be embedded.
+   */
   updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }>;
   retrieve(itemIds: string[], options?: { withVectors?: boolean }): Promise<StoredRecord[]>;
   search(vector: Float32Array, limit: number): Promise<SearchHit[]>;

@@ -75,6 +75,15 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS`;
 
+// KEYS: state hashes. ARGV[1]: an embed job id. Forgets `qj` where it still names that job: its
+// change left the job (dead-lettered alone) while the job goes on for its batch-mates, and a
+// replay of it must be queued, not taken for a redelivery of a change still waiting.
+const RELEASE_QUEUED = `
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'qj') == ARGV[1] then redis.call('HDEL', key, 'qj') end
+end
+return #KEYS`;
+
 // KEYS: state hashes. Forgets what the sink holds (the sink lost it): the next change is written.
 // A forgotten tombstone no longer expires: the key now holds an item that is not deleted.
 const FORGET_WRITTEN = `
@@ -139,6 +148,12 @@ export class ItemStateStore {
       String(this.tombstoneRetentionSeconds),
       ...writes.flatMap((w) => [String(w.version), w.deleted ? '1' : '0', w.contentHash ?? '', w.model ?? '']),
     );
+  }
+
+  /** The job no longer carries these items' changes (see RELEASE_QUEUED). */
+  async releaseQueued(itemIds: string[], jobId: string): Promise<void> {
+    if (itemIds.length === 0) return;
+    await this.redis.eval(RELEASE_QUEUED, itemIds.length, ...itemIds.map((id) => this.key(id)), jobId);
   }
 
   async forgetWritten(itemIds: string[]): Promise<void> {

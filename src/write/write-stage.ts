@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import { IndexerError, isRetryable } from '../core/errors.js';
+import { DeferredError, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
@@ -40,7 +40,7 @@ export class WriteStage {
   /** One write job's writes: one outcome per write, in order. */
   async process(writes: ItemWrite[]): Promise<Outcome<void>[]> {
     const settled = await Promise.allSettled(writes.map((write) => this.batcher.submit(write)));
-    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, value: undefined } : { ok: false, error: s.reason }));
+    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, value: undefined } : { ok: false, error: deferIfOutage(s.reason) }));
   }
 
   drain(): Promise<void> {
@@ -85,7 +85,7 @@ export class WriteStage {
     // Upserts written: their vectors no longer wait in the write queue.
     await Promise.all([
       state.recordWritten(written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model }))),
-      this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash ? [item.contentHash] : []))),
+      this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),
     ]);
 
     const now = Date.now();
@@ -124,6 +124,20 @@ export class WriteStage {
       (error) => !isRetryable(error) && error instanceof IndexerError && error.code === 'SINK_REJECTED',
     );
   }
+}
+
+/** How often a write job held by a sink outage tries again. */
+const SINK_OUTAGE_RECHECK_MS = 5_000;
+
+/**
+ * A sink that stays unavailable through the in-process retries holds the write job (delayed,
+ * without spending an attempt) instead of failing it: the vectors in it were paid for, and an
+ * outage of any length must not dead-letter them. A write the sink refuses (SINK_REJECTED) still
+ * fails, alone.
+ */
+function deferIfOutage(error: unknown): unknown {
+  if (!(error instanceof IndexerError) || error.code !== 'SINK_UNAVAILABLE' || !isRetryable(error)) return error;
+  return new DeferredError('SINK_UNAVAILABLE', `${error.message}; the write job waits for the sink`, { retryAfterMs: Math.max(SINK_OUTAGE_RECHECK_MS, retryAfterOf(error) ?? 0) });
 }
 
 function toPayload(item: ItemWrite, indexedAt: string): Payload {

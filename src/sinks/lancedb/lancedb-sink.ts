@@ -86,7 +86,9 @@ export class LanceDbSink implements VectorSink {
     // LanceDB updates rows by SQL expression, one value set per call; reading the rows and merging
     // them back with their new payload (guarded like any upsert) is one commit for the batch.
     const rows = (await this.call('read rows', () => this.requireTable().query().where(idPredicate(updates.map((u) => u.itemId))).toArray())) as Row[];
-    const byId = new Map(rows.map((r) => [r.item_id, r]));
+    // A row holding another text's vector (an edit written meanwhile) must not get this text's
+    // payload over it: it is reported like a missing one, and the writer embeds the text again.
+    const byId = new Map(rows.filter((r) => holdsVectorOf(r, updates)).map((r) => [r.item_id, r]));
     const missing = updates.filter((u) => !byId.has(u.itemId)).map((u) => u.itemId);
     const merged = updates.flatMap((u) => {
       const row = byId.get(u.itemId);
@@ -162,6 +164,11 @@ export class LanceDbSink implements VectorSink {
       throw new SinkError('SINK_UNAVAILABLE', `LanceDB could not ${what} in ${this.uri}: ${(error as Error).message}`, { canRetry: true, cause: error });
     }
   }
+}
+
+function holdsVectorOf(row: Row, updates: PayloadUpdate[]): boolean {
+  const update = updates.find((u) => u.itemId === row.item_id);
+  return update !== undefined && row.content_hash === update.payload.content_hash && row.model === update.payload.model;
 }
 
 function tableSchema(dimensions: number, distance: Distance): Schema {

@@ -88,10 +88,17 @@ export class QdrantSink implements VectorSink {
   async updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }> {
     if (updates.length === 0) return { missing: [] };
     const held = await this.call('retrieve points', () =>
-      this.client.retrieve(this.collection.name, { ids: updates.map((u) => pointId(u.itemId)), with_payload: ['embedded_at'], with_vector: false }),
+      this.client.retrieve(this.collection.name, { ids: updates.map((u) => pointId(u.itemId)), with_payload: ['embedded_at', 'content_hash', 'model'], with_vector: false }),
     );
-    // The vector stays, so does the time it was embedded.
-    const embeddedAt = new Map(held.map((p) => [String(p.id), (p.payload as { embedded_at?: string } | null | undefined)?.embedded_at]));
+    // The vector stays, so does the time it was embedded. A point holding another text's vector
+    // (an edit written meanwhile) is reported like a missing one: the writer embeds the text again.
+    const wanted = new Map(updates.map((u) => [pointId(u.itemId), u.payload]));
+    const matching = held.filter((p) => {
+      const stored = (p.payload ?? {}) as { content_hash?: unknown; model?: unknown };
+      const update = wanted.get(String(p.id));
+      return update !== undefined && stored.content_hash === update.content_hash && stored.model === update.model;
+    });
+    const embeddedAt = new Map(matching.map((p) => [String(p.id), (p.payload as { embedded_at?: string } | null | undefined)?.embedded_at]));
     const present = new Set(embeddedAt.keys());
     const missing = updates.filter((u) => !present.has(pointId(u.itemId))).map((u) => u.itemId);
     const found = updates.filter((u) => present.has(pointId(u.itemId)));

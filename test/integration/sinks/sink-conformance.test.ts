@@ -159,6 +159,16 @@ describe.each(factories)('VectorSink conformance: $name', (factory) => {
     expect(await sink.retrieve(['ghost'])).toEqual([]);
   });
 
+  it('reports a point holding another text\'s vector as missing and leaves it alone (an edit written before a payload-only change of the old text)', async () => {
+    const sink = await open();
+    await sink.upsert([record('edited', 2, 'text B')]);
+    const payloadOfA = buildPayload({ price: 3 }, { item_id: 'edited', version: 3, content_hash: 'hash-of-text A', model: 'stub-embedding', source_updated_at: null, embedded_at: '', indexed_at: '2026-11-21T00:00:00.000Z', text_tokens: 3, truncated: false });
+    expect(await sink.updatePayload([{ itemId: 'edited', payload: payloadOfA }])).toEqual({ missing: ['edited'] });
+    const [stored] = await sink.retrieve(['edited']);
+    expect(stored?.payload).toMatchObject({ version: 2, content_hash: 'hash-of-text B' });
+    expect(stored?.payload).not.toHaveProperty('price');
+  });
+
   it('accepts any item id: integers, slashes, unicode', async () => {
     const sink = await open();
     const ids = ['123', 'sku/1 ü', 'a'.repeat(300), '550e8400-e29b-41d4-a716-446655440000'];
