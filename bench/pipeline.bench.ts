@@ -48,7 +48,7 @@ import { silentLogger } from '../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../src/pipeline/pipeline.js';
 import { EMBED_QUEUE, WRITE_QUEUE } from '../src/queue/jobs.js';
 import { createSink } from '../src/sinks/create-sink.js';
-import type { PayloadUpdate, SinkDelete, SinkRecord, VectorSink } from '../src/sinks/vector-sink.js';
+import type { PayloadUpdate, SinkBatch, SinkDelete, SinkRecord, VectorSink } from '../src/sinks/vector-sink.js';
 import { startStubProcess, type StubProcess } from '../test/support/embeddings-stub-process.js';
 import { spawnWorker, type WorkerProcess } from '../test/support/processes.js';
 import { QdrantContractServer } from '../test/support/qdrant-contract/contract-server.js';
@@ -464,6 +464,20 @@ class TimedSink implements VectorSink {
     await this.inner.delete(deletes);
     const now = Date.now();
     for (const d of deletes) this.acks.note(d.itemId, d.version, now);
+  }
+  /** The sink's one-call batch, when it has one (both sinks do). */
+  get write(): VectorSink['write'] {
+    const inner = this.inner;
+    if (!inner.write) return undefined;
+    return async (batch: SinkBatch) => {
+      const result = await (inner.write as NonNullable<VectorSink['write']>).call(inner, batch);
+      const now = Date.now();
+      const missing = new Set(result.missing);
+      for (const r of batch.upserts) this.acks.note(r.itemId, r.payload.version, now);
+      for (const u of batch.payloads) if (!missing.has(u.itemId)) this.acks.note(u.itemId, u.payload.version, now);
+      for (const d of batch.deletes) this.acks.note(d.itemId, d.version, now);
+      return result;
+    };
   }
   async updatePayload(updates: PayloadUpdate[]) {
     const result = await this.inner.updatePayload(updates);

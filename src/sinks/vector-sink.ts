@@ -48,6 +48,13 @@ export interface SinkDelete {
   version: number;
 }
 
+/** One writer batch: distinct items, each in one list. */
+export interface SinkBatch {
+  upserts: SinkRecord[];
+  payloads: PayloadUpdate[];
+  deletes: SinkDelete[];
+}
+
 /** A metadata-only change: the stored vector stays, the payload (with the new version) is replaced. */
 export interface PayloadUpdate {
   itemId: string;
@@ -78,6 +85,11 @@ export interface VectorSink {
    * another text's vector), which the writer sends back to be embedded.
    */
   updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }>;
+  /**
+   * Optional: upsert, updatePayload and delete of distinct items in one call (one commit or one
+   * request where the store allows), with the same guards and answers as the three calls.
+   */
+  write?(batch: SinkBatch): Promise<{ missing: string[] }>;
   retrieve(itemIds: string[], options?: { withVectors?: boolean }): Promise<StoredRecord[]>;
   search(vector: Float32Array, limit: number): Promise<SearchHit[]>;
   /** Every record, in pages; for export and verification. */

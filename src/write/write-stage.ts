@@ -6,7 +6,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { InflightVectors } from '../embed/inflight-vectors.js';
 import { decodeVector, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type WriteJobData } from '../queue/jobs.js';
-import { buildPayload, type Payload, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
+import { buildPayload, type Payload, type SinkBatch, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
 
 export interface WriteStageOptions {
@@ -67,16 +67,28 @@ export class WriteStage {
     const payloads = of('payload');
     const deletes = of('delete');
 
-    const upserted = await this.write('upsert', upserts.map((i) => toRecord(items[i] as ItemWrite, indexedAt)), (batch) => this.options.sink.upsert(batch));
+    const batch: SinkBatch = {
+      upserts: upserts.map((i) => toRecord(items[i] as ItemWrite, indexedAt)),
+      payloads: payloads.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, payload: toPayload(items[i] as ItemWrite, indexedAt) })),
+      deletes: deletes.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, version: (items[i] as ItemWrite).version })),
+    };
     // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
     const missing = new Set<string>();
-    const updated = await this.write('payload', payloads.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, payload: toPayload(items[i] as ItemWrite, indexedAt) })), async (batch) => {
-      for (const itemId of (await this.options.sink.updatePayload(batch)).missing) missing.add(itemId);
-    });
-    const deleted = await this.write('delete', deletes.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, version: (items[i] as ItemWrite).version })), (batch) => this.options.sink.delete(batch));
-    upserts.forEach((itemIndex, k) => (outcomes[itemIndex] = upserted[k] as Outcome<void>));
-    payloads.forEach((itemIndex, k) => (outcomes[itemIndex] = updated[k] as Outcome<void>));
-    deletes.forEach((itemIndex, k) => (outcomes[itemIndex] = deleted[k] as Outcome<void>));
+    const combined = await this.writeCombined(batch);
+    if (combined.ok) {
+      for (const itemId of combined.value) missing.add(itemId);
+    } else if (combined.error !== undefined) {
+      for (const i of chosen) outcomes[i] = { ok: false, error: combined.error };
+    } else {
+      const upserted = await this.write('upsert', batch.upserts, (part) => this.options.sink.upsert(part));
+      const updated = await this.write('payload', batch.payloads, async (part) => {
+        for (const itemId of (await this.options.sink.updatePayload(part)).missing) missing.add(itemId);
+      });
+      const deleted = await this.write('delete', batch.deletes, (part) => this.options.sink.delete(part));
+      upserts.forEach((itemIndex, k) => (outcomes[itemIndex] = upserted[k] as Outcome<void>));
+      payloads.forEach((itemIndex, k) => (outcomes[itemIndex] = updated[k] as Outcome<void>));
+      deletes.forEach((itemIndex, k) => (outcomes[itemIndex] = deleted[k] as Outcome<void>));
+    }
 
     const lost = payloads.filter((i) => missing.has((items[i] as ItemWrite).itemId));
     if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as ItemWrite));
@@ -105,6 +117,35 @@ export class WriteStage {
     await state.forgetWritten(items.map((i) => i.itemId));
     const changes = items.map((item) => ({ itemId: item.itemId, op: 'upsert' as const, version: item.version, versionSource: 'version' as const, updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt }));
     await embedQueue.add('lost-points', { changes }, { ...jobOptions, jobId: newJobId('e') });
+  }
+
+  /**
+   * The whole batch in one sink call where the sink offers one (fewer commits and round trips).
+   * ok: written, with the items the sink did not hold for a payload update. An error: every item
+   * fails with it (a retryable one after the in-process retries). Neither: the sink refused
+   * something in the batch, or has no combined call; the batch goes op by op, which isolates the
+   * refused record.
+   */
+  private async writeCombined(batch: SinkBatch): Promise<Outcome<string[]> | { ok: false; error: undefined }> {
+    const { sink, metrics, logger } = this.options;
+    if (!sink.write || batch.upserts.length + batch.payloads.length + batch.deletes.length === 0) return { ok: false, error: undefined };
+    const write = sink.write.bind(sink);
+    try {
+      const { missing } = await withRetry(() => write(batch), {
+        policy: this.options.retryPolicy,
+        onRetry: ({ attempt, delayMs, error }) => logger.warn({ op: 'batch', attempt, delayMs, err: (error as Error).message }, 'sink write failed; retrying'),
+      });
+      for (const [op, n] of [['upsert', batch.upserts.length], ['payload', batch.payloads.length], ['delete', batch.deletes.length]] as const) {
+        if (n > 0) {
+          metrics.batchSize.observe({ stage: `write_${op}` }, n);
+          metrics.sinkWrites.inc({ sink: sink.kind, op }, n);
+        }
+      }
+      return { ok: true, value: missing };
+    } catch (error) {
+      if (error instanceof IndexerError && error.code === 'SINK_REJECTED') return { ok: false, error: undefined };
+      return { ok: false, error };
+    }
   }
 
   private write<T>(op: 'upsert' | 'payload' | 'delete', entries: T[], call: (batch: T[]) => Promise<void>): Promise<Outcome<void>[]> {

@@ -3,7 +3,7 @@ import { Bool, Field, FixedSizeList, Float32, Float64, makeData, RecordBatch, Sc
 import { SchemaMismatchError, SinkError } from '../../core/errors.js';
 import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
-import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkBatch, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
 
 const LANCE_DISTANCE: Record<Distance, 'cosine' | 'dot' | 'l2'> = { cosine: 'cosine', dot: 'dot', euclid: 'l2' };
 const DISTANCE_KEY = 'indexer.distance';
@@ -81,8 +81,24 @@ export class LanceDbSink implements VectorSink {
     await this.afterCommit();
   }
 
+  /** Upserts and payload updates in one merge-insert (one commit), deletes in a second. */
+  async write(batch: SinkBatch): Promise<{ missing: string[] }> {
+    const { merged, missing } = await this.payloadRows(batch.payloads);
+    const records = [...batch.upserts, ...merged];
+    if (records.length > 0) await this.mergeRows(records);
+    await this.delete(batch.deletes);
+    return { missing };
+  }
+
   async updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }> {
-    if (updates.length === 0) return { missing: [] };
+    const { merged, missing } = await this.payloadRows(updates);
+    if (merged.length > 0) await this.mergeRows(merged);
+    return { missing };
+  }
+
+  /** The stored rows of the updated items, with their new payload and their vector kept. */
+  private async payloadRows(updates: PayloadUpdate[]): Promise<{ merged: SinkRecord[]; missing: string[] }> {
+    if (updates.length === 0) return { merged: [], missing: [] };
     // LanceDB updates rows by SQL expression, one value set per call; reading the rows and merging
     // them back with their new payload (guarded like any upsert) is one commit for the batch.
     const rows = (await this.call('read rows', () => this.requireTable().query().where(idPredicate(updates.map((u) => u.itemId))).toArray())) as Row[];
@@ -97,8 +113,7 @@ export class LanceDbSink implements VectorSink {
       const payload = { ...u.payload, embedded_at: u.payload.embedded_at || row.embedded_at };
       return [{ itemId: u.itemId, vector: Float32Array.from(row.vector as ArrayLike<number>), payload }];
     });
-    if (merged.length > 0) await this.mergeRows(merged);
-    return { missing };
+    return { merged, missing };
   }
 
   /** Inserts new rows; replaces an existing row only when its version is not newer (the guard). */

@@ -2,7 +2,7 @@ import { QdrantClient } from '@qdrant/js-client-rest';
 import { SchemaMismatchError, SinkError } from '../../core/errors.js';
 import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
-import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkBatch, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
 
 /** Qdrant 1.16 added conditional updates (update_filter), which the version guards need. */
 const MIN_QDRANT_MINOR = 16;
@@ -69,15 +69,16 @@ export class QdrantSink implements VectorSink {
 
   async upsert(records: SinkRecord[]): Promise<void> {
     if (records.length === 0) return;
-    await this.call('upsert points', () =>
-      this.client.upsert(this.collection.name, {
-        wait: true,
-        points: records.map((r) => ({ id: pointId(r.itemId), vector: Array.from(r.vector), payload: r.payload })),
-        // Conditional update (Qdrant >= 1.16): an existing point is replaced only when its version
-        // is not newer; new points are always inserted. Skips are silent, by Qdrant's design.
-        update_filter: versionGuard(records.map((r) => ({ itemId: r.itemId, version: r.payload.version }))),
-      }),
-    );
+    await this.call('upsert points', () => this.client.upsert(this.collection.name, { wait: true, ...this.upsertBody(records) }));
+  }
+
+  private upsertBody(records: SinkRecord[]) {
+    return {
+      points: records.map((r) => ({ id: pointId(r.itemId), vector: Array.from(r.vector), payload: r.payload })),
+      // Conditional update (Qdrant >= 1.16): an existing point is replaced only when its version
+      // is not newer; new points are always inserted. Skips are silent, by Qdrant's design.
+      update_filter: versionGuard(records.map((r) => ({ itemId: r.itemId, version: r.payload.version }))),
+    };
   }
 
   async delete(deletes: SinkDelete[]): Promise<void> {
@@ -85,8 +86,28 @@ export class QdrantSink implements VectorSink {
     await this.call('delete points', () => this.client.delete(this.collection.name, { wait: true, filter: versionGuard(deletes) }));
   }
 
+  /** Upserts, payload overwrites and deletes as one `batch` request (plus a read for the payloads). */
+  async write(batch: SinkBatch): Promise<{ missing: string[] }> {
+    const { operations: overwrites, missing } = await this.payloadOperations(batch.payloads);
+    const operations = [
+      ...(batch.upserts.length > 0 ? [{ upsert: this.upsertBody(batch.upserts) }] : []),
+      ...overwrites,
+      ...(batch.deletes.length > 0 ? [{ delete: { filter: versionGuard(batch.deletes) } }] : []),
+    ];
+    if (operations.length > 0) await this.call('write a batch', () => this.client.batchUpdate(this.collection.name, { wait: true, operations }));
+    return { missing };
+  }
+
   async updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }> {
-    if (updates.length === 0) return { missing: [] };
+    const { operations, missing } = await this.payloadOperations(updates);
+    // One request, one overwrite per point, each guarded by its own version.
+    if (operations.length > 0) await this.call('overwrite payloads', () => this.client.batchUpdate(this.collection.name, { wait: true, operations }));
+    return { missing };
+  }
+
+  /** One guarded overwrite per point that holds the update's text's vector; the rest are missing. */
+  private async payloadOperations(updates: PayloadUpdate[]) {
+    if (updates.length === 0) return { operations: [], missing: [] };
     const held = await this.call('retrieve points', () =>
       this.client.retrieve(this.collection.name, { ids: updates.map((u) => pointId(u.itemId)), with_payload: ['embedded_at', 'content_hash', 'model'], with_vector: false }),
     );
@@ -99,19 +120,11 @@ export class QdrantSink implements VectorSink {
       return update !== undefined && stored.content_hash === update.content_hash && stored.model === update.model;
     });
     const embeddedAt = new Map(matching.map((p) => [String(p.id), (p.payload as { embedded_at?: string } | null | undefined)?.embedded_at]));
-    const present = new Set(embeddedAt.keys());
-    const missing = updates.filter((u) => !present.has(pointId(u.itemId))).map((u) => u.itemId);
-    const found = updates.filter((u) => present.has(pointId(u.itemId)));
-    if (found.length > 0) {
-      // One request, one overwrite per point, each guarded by its own version.
-      await this.call('overwrite payloads', () =>
-        this.client.batchUpdate(this.collection.name, {
-          wait: true,
-          operations: found.map((u) => ({ overwrite_payload: { payload: { ...u.payload, embedded_at: u.payload.embedded_at || (embeddedAt.get(pointId(u.itemId)) ?? '') }, filter: versionGuard([{ itemId: u.itemId, version: u.payload.version }]) } })),
-        }),
-      );
-    }
-    return { missing };
+    const missing = updates.filter((u) => !embeddedAt.has(pointId(u.itemId))).map((u) => u.itemId);
+    const operations = updates
+      .filter((u) => embeddedAt.has(pointId(u.itemId)))
+      .map((u) => ({ overwrite_payload: { payload: { ...u.payload, embedded_at: u.payload.embedded_at || (embeddedAt.get(pointId(u.itemId)) ?? '') }, filter: versionGuard([{ itemId: u.itemId, version: u.payload.version }]) } }));
+    return { operations, missing };
   }
 
   async retrieve(itemIds: string[], options: { withVectors?: boolean } = {}): Promise<StoredRecord[]> {

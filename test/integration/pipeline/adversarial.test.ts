@@ -16,7 +16,7 @@ import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline, type Role } from '../../../src/pipeline/pipeline.js';
 import type { EmbedJobData } from '../../../src/queue/jobs.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
-import type { SinkRecord, VectorSink } from '../../../src/sinks/vector-sink.js';
+import type { SinkBatch, SinkRecord, VectorSink } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
 import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
 
@@ -139,13 +139,14 @@ describe('adversarial', () => {
     let failedUpserts = 0;
     const sink = new Proxy(real, {
       get(target, prop, receiver) {
-        if (prop === 'upsert') {
-          return async (records: SinkRecord[]) => {
+        // Every way the writer can reach the storage fails while it is down: one op at a time, or the whole batch.
+        if (prop === 'upsert' || prop === 'write') {
+          return async (arg: SinkRecord[] & SinkBatch) => {
             if (down) {
               failedUpserts++;
               throw new SinkError('SINK_UNAVAILABLE', 'LanceDB could not upsert rows: storage unreachable (injected)', { canRetry: true });
             }
-            return target.upsert(records);
+            return prop === 'upsert' ? target.upsert(arg) : (target.write as NonNullable<VectorSink['write']>).call(target, arg);
           };
         }
         const value = Reflect.get(target, prop, receiver) as unknown;
@@ -198,13 +199,14 @@ describe('adversarial', () => {
     let yHeld = false;
     const sink = new Proxy(real, {
       get(target, prop, receiver) {
-        if (prop === 'upsert') {
-          return async (records: SinkRecord[]) => {
+        if (prop === 'upsert' || prop === 'write') {
+          return async (arg: SinkRecord[] & SinkBatch) => {
+            const records = prop === 'upsert' ? arg : arg.upserts;
             if (records.some((r) => r.itemId === 'twin-y')) {
               yHeld = true;
               await gate;
             }
-            return target.upsert(records);
+            return prop === 'upsert' ? target.upsert(arg) : (target.write as NonNullable<VectorSink['write']>).call(target, arg);
           };
         }
         const value = Reflect.get(target, prop, receiver) as unknown;

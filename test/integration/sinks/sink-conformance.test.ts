@@ -169,6 +169,31 @@ describe.each(factories)('VectorSink conformance: $name', (factory) => {
     expect(stored?.payload).not.toHaveProperty('price');
   });
 
+  it('writes upserts, payload updates and deletes in one call, with the same guards and answers', async () => {
+    const sink = await open();
+    if (!sink.write) throw new Error(`${sink.kind} has no combined write`);
+    await sink.upsert([record('kept', 1, 'kept text', { price: 1 }), record('edited', 2, 'text B'), record('gone', 1, 'bye'), record('newer', 9, 'newer text')]);
+    const payload = (itemId: string, version: number, text: string, metadata: Record<string, unknown>) =>
+      buildPayload(metadata, { item_id: itemId, version, content_hash: `hash-of-${text}`, model: 'stub-embedding', source_updated_at: null, embedded_at: '', indexed_at: '2026-11-21T00:00:00.000Z', text_tokens: 3, truncated: false });
+    const result = await sink.write({
+      upserts: [record('fresh', 1, 'fresh text'), record('newer', 3, 'stale text')],
+      payloads: [
+        { itemId: 'kept', payload: payload('kept', 2, 'kept text', { price: 2 }) },
+        { itemId: 'edited', payload: payload('edited', 3, 'text A', { price: 3 }) },
+        { itemId: 'ghost', payload: payload('ghost', 1, 'x', {}) },
+      ],
+      deletes: [{ itemId: 'gone', version: 2 }],
+    });
+    expect(result.missing.sort()).toEqual(['edited', 'ghost']);
+    const held = new Map((await sink.retrieve(['kept', 'edited', 'gone', 'fresh', 'newer', 'ghost'], { withVectors: true })).map((r) => [r.itemId, r]));
+    expect([...held.keys()].sort()).toEqual(['edited', 'fresh', 'kept', 'newer']);
+    expect(held.get('kept')?.payload).toMatchObject({ version: 2, price: 2, embedded_at: '2026-11-20T10:00:01.000Z' });
+    expect(held.get('edited')?.payload).toMatchObject({ version: 2, content_hash: 'hash-of-text B' });
+    expect(held.get('newer')?.payload).toMatchObject({ version: 9, content_hash: 'hash-of-newer text' });
+    const kept = stubVector('kept text', DIMENSIONS);
+    held.get('kept')?.vector?.forEach((v, i) => expect(v).toBeCloseTo(kept[i] as number, 5));
+  });
+
   it('accepts any item id: integers, slashes, unicode', async () => {
     const sink = await open();
     const ids = ['123', 'sku/1 ü', 'a'.repeat(300), '550e8400-e29b-41d4-a716-446655440000'];
