@@ -3,68 +3,24 @@
  * Each test states a claim of docs/ARCHITECTURE.md and drives the scenario that breaks it; a test
  * that fails here is a defect proven, not a flaky test.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { Config } from '../../../src/config/config.js';
+import { describe, expect, it } from 'vitest';
 import { SinkError } from '../../../src/core/errors.js';
-import { contentHash } from '../../../src/embed/content-hash.js';
-import { createKafka } from '../../../src/ingest/kafka.js';
-import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
-import { silentLogger } from '../../../src/observability/logger.js';
-import { startPipeline, type Pipeline, type Role } from '../../../src/pipeline/pipeline.js';
 import type { EmbedJobData } from '../../../src/queue/jobs.js';
+import { contentHash } from '../../../src/embed/content-hash.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
 import type { SinkBatch, SinkRecord, VectorSink } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
-import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
+import { waitFor } from '../../support/helpers.js';
+import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, replayGroup, skipped, upsertEvent } from '../../support/pipeline-harness.js';
 
-const DIMENSIONS = 8;
-const MODEL = 'stub-embedding';
-const event = (id: string, version: number, text: string, metadata: Record<string, unknown> = {}) => JSON.stringify({ id, op: 'upsert', version, text, metadata });
+const DIMENSIONS = HARNESS_DIMENSIONS;
+const MODEL = HARNESS_MODEL;
+const event = upsertEvent;
 
 describe('adversarial', () => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-
-  async function setup(env: Record<string, string> = {}, stubOptions: ConstructorParameters<typeof EmbeddingsStub>[0] = {}, partitions = 1) {
-    const stub = new EmbeddingsStub({ dimensions: DIMENSIONS, ...stubOptions });
-    const lancedbDir = mkdtempSync(join(tmpdir(), 'adversarial-'));
-    const config = testConfig({ EMBEDDINGS_BASE_URL: await stub.start(), EMBEDDINGS_MODEL: MODEL, EMBEDDINGS_DIMENSIONS: String(DIMENSIONS), LANCEDB_URI: lancedbDir, COLLECTION: uniqueName('items'), ...env });
-    const topic = config.kafka.topics[0] as string;
-    await ensureTopic(createKafka(config.kafka, silentLogger), topic, partitions);
-    cleanups.push(async () => {
-      await stub.stop();
-      await removeTestResources(config);
-      rmSync(lancedbDir, { recursive: true, force: true });
-    });
-    const produce = (lines: string[]) => produceLines(createKafka(config.kafka, silentLogger), topic, lines, { idField: 'id' });
-    return { stub, config, produce };
-  }
-
-  async function start(config: Config, roles: Role[], sink?: VectorSink): Promise<Pipeline> {
-    const pipeline = await startPipeline(config, { roles, logger: silentLogger, sink });
-    cleanups.push(() => pipeline.close());
-    return pipeline;
-  }
-
-  /** Another consumer group on the same topic and queues: it re-reads every event, as a redelivery, a new partition owner or a replay does. */
-  const replayGroup = (config: Config): Config => ({ ...config, kafka: { ...config.kafka, groupId: uniqueName('replay') } });
-  const consumed = async (p: Pipeline) => (await p.metrics.eventsConsumed.get()).values[0]?.value ?? 0;
-  const queuedChanges = async (p: Pipeline) => (await p.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active'])).reduce((sum, job) => sum + (job.data as EmbedJobData).changes.length, 0);
+  const { cleanups, setup, start } = pipelineHarness('adversarial');
   const servedInputs = (stub: EmbeddingsStub) => stub.served.flatMap((r) => r.inputs);
-  const skipped = async (p: Pipeline, reason: string) => (await p.metrics.eventsSkipped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
 
-  /**
-   * Claim: "Only changed text is paid for ... When the state says the sink already holds a vector
-   * with the same hash and model, the upsert becomes a payload-only write" + latest version wins.
-   * The payload-only decision is taken at embed time against the state; the write happens later,
-   * after an upsert of another text that was already waiting in the write queue. The payload write
-   * then keeps that other text's vector and stamps it with this text's content hash.
-   */
   it('a payload-only write decided while a newer text waits in the write queue ends at the right vector', async () => {
     const { stub, config, produce } = await setup({ WRITE_BATCH_SIZE: '1', WRITE_CONCURRENCY: '1' });
     const front = await start(config, ['ingest', 'embed']);

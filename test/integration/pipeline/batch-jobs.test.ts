@@ -4,58 +4,20 @@
  * that keeps stalling reaches the dead-letter store, and text bought once is never bought again
  * while its vector waits in the write queue.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { Config } from '../../../src/config/config.js';
+import { describe, expect, it } from 'vitest';
 import { contentHash } from '../../../src/embed/content-hash.js';
-import { createKafka } from '../../../src/ingest/kafka.js';
-import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
-import { silentLogger } from '../../../src/observability/logger.js';
-import { startPipeline, type Pipeline, type Role } from '../../../src/pipeline/pipeline.js';
-import type { EmbedJobData } from '../../../src/queue/jobs.js';
 import { DEFAULT_RETRY_POLICY } from '../../../src/core/retry.js';
-import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
-import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
+import { stubVector } from '../../support/embeddings-stub.js';
+import { waitFor } from '../../support/helpers.js';
+import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, queuedChanges, replayGroup, skipped, upsertEvent } from '../../support/pipeline-harness.js';
 import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
 
-const DIMENSIONS = 8;
-const MODEL = 'stub-embedding';
-const event = (id: string, version: number, text: string, metadata: Record<string, unknown> = {}) => JSON.stringify({ id, op: 'upsert', version, text, metadata });
+const DIMENSIONS = HARNESS_DIMENSIONS;
+const MODEL = HARNESS_MODEL;
+const event = upsertEvent;
 
 describe('batch jobs', () => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-
-  async function setup(env: Record<string, string> = {}, stubOptions: ConstructorParameters<typeof EmbeddingsStub>[0] = {}, partitions = 2) {
-    const stub = new EmbeddingsStub({ dimensions: DIMENSIONS, ...stubOptions });
-    const lancedbDir = mkdtempSync(join(tmpdir(), 'batch-jobs-'));
-    const config = testConfig({ EMBEDDINGS_BASE_URL: await stub.start(), EMBEDDINGS_MODEL: MODEL, EMBEDDINGS_DIMENSIONS: String(DIMENSIONS), LANCEDB_URI: lancedbDir, COLLECTION: uniqueName('items'), ...env });
-    const topic = config.kafka.topics[0] as string;
-    await ensureTopic(createKafka(config.kafka, silentLogger), topic, partitions);
-    cleanups.push(async () => {
-      await stub.stop();
-      await removeTestResources(config);
-      rmSync(lancedbDir, { recursive: true, force: true });
-    });
-    const produce = (lines: string[]) => produceLines(createKafka(config.kafka, silentLogger), topic, lines, { idField: 'id' });
-    return { stub, config, produce, lancedbDir };
-  }
-
-  async function start(config: Config, roles: Role[]): Promise<Pipeline> {
-    const pipeline = await startPipeline(config, { roles, logger: silentLogger });
-    cleanups.push(() => pipeline.close());
-    return pipeline;
-  }
-
-  /** Another consumer group on the same topic and queues: it re-reads every event, as a redelivery or a replay does. */
-  const replayGroup = (config: Config): Config => ({ ...config, kafka: { ...config.kafka, groupId: uniqueName('replay') } });
-  const consumed = async (p: Pipeline) => (await p.metrics.eventsConsumed.get()).values[0]?.value ?? 0;
-  const skipped = async (p: Pipeline, reason: string) => (await p.metrics.eventsSkipped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
-  const queuedChanges = async (p: Pipeline) => (await p.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active'])).reduce((sum, job) => sum + (job.data as EmbedJobData).changes.length, 0);
+  const { cleanups, setup, start } = pipelineHarness('batch-jobs');
 
   it('runs a replay of an event whose job failed, instead of meeting the failed job', async () => {
     const { stub, config, produce } = await setup();
