@@ -50,6 +50,7 @@ import { EMBED_QUEUE, WRITE_QUEUE } from '../src/queue/jobs.js';
 import { createSink } from '../src/sinks/create-sink.js';
 import type { PayloadUpdate, SinkBatch, SinkDelete, SinkRecord, VectorSink } from '../src/sinks/vector-sink.js';
 import { startStubProcess, type StubProcess } from '../test/support/embeddings-stub-process.js';
+import { deleteKeysUnder } from '../test/support/redis-keys.js';
 import { spawnWorker, type WorkerProcess } from '../test/support/processes.js';
 import { QdrantContractServer } from '../test/support/qdrant-contract/contract-server.js';
 import { generateCatalogEvents } from '../scripts/catalog-generator.js';
@@ -238,7 +239,7 @@ export async function startServices(
   const config = loadConfig({ ...process.env, ...overrides });
   const redis = new Redis(config.redis.url);
   cleanup.add('Redis connection', () => redis.disconnect());
-  cleanup.add(`Redis keys under ${run}:`, () => deletePrefix(redis, run));
+  cleanup.add(`Redis keys under ${run}:`, () => deleteKeysUnder(redis, run));
   const kafka = createKafka(config.kafka, silentLogger);
   const admin = kafka.admin();
   await admin.connect();
@@ -268,16 +269,6 @@ async function deleteGroup(admin: Admin, groupId: string): Promise<void> {
       await sleep(1000);
     }
   }
-}
-
-/** SCAN + DEL of every key under a prefix. */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.del(...keys);
-  } while (cursor !== '0');
 }
 
 /** Item id -> when the bench produced its latest event (ms since the epoch). */
@@ -465,19 +456,14 @@ class TimedSink implements VectorSink {
     const now = Date.now();
     for (const d of deletes) this.acks.note(d.itemId, d.version, now);
   }
-  /** The sink's one-call batch, when it has one (both sinks do). */
-  get write(): VectorSink['write'] {
-    const inner = this.inner;
-    if (!inner.write) return undefined;
-    return async (batch: SinkBatch) => {
-      const result = await (inner.write as NonNullable<VectorSink['write']>).call(inner, batch);
-      const now = Date.now();
-      const missing = new Set(result.missing);
-      for (const r of batch.upserts) this.acks.note(r.itemId, r.payload.version, now);
-      for (const u of batch.payloads) if (!missing.has(u.itemId)) this.acks.note(u.itemId, u.payload.version, now);
-      for (const d of batch.deletes) this.acks.note(d.itemId, d.version, now);
-      return result;
-    };
+  async write(batch: SinkBatch) {
+    const result = await this.inner.write(batch);
+    const now = Date.now();
+    const missing = new Set(result.missing);
+    for (const r of batch.upserts) this.acks.note(r.itemId, r.payload.version, now);
+    for (const u of batch.payloads) if (!missing.has(u.itemId)) this.acks.note(u.itemId, u.payload.version, now);
+    for (const d of batch.deletes) this.acks.note(d.itemId, d.version, now);
+    return result;
   }
   async updatePayload(updates: PayloadUpdate[]) {
     const result = await this.inner.updatePayload(updates);

@@ -44,6 +44,12 @@ export class MicroBatcher<I, O> {
     });
   }
 
+  /** Submits several items (a job's worth) and answers one outcome per item, in order: none throws. */
+  async submitAll(items: I[]): Promise<Outcome<O>[]> {
+    const settled = await Promise.allSettled(items.map((item) => this.submit(item)));
+    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, value: s.value } : { ok: false, error: s.reason }));
+  }
+
   /** Starts every waiting item now, as far as maxConcurrent allows; the rest start as batches finish. */
   flush(): void {
     clearTimeout(this.timer);

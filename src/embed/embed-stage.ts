@@ -74,9 +74,8 @@ export class EmbedStage {
   }
 
   /** One embed job's changes: one outcome per change, in order. */
-  async process(changes: QueuedChange[]): Promise<Outcome<void>[]> {
-    const settled = await Promise.allSettled(changes.map((change) => this.batcher.submit(this.prepare(change))));
-    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, value: undefined } : { ok: false, error: s.reason }));
+  process(changes: QueuedChange[]): Promise<Outcome<void>[]> {
+    return this.batcher.submitAll(changes.map((change) => this.prepare(change)));
   }
 
   drain(): Promise<void> {
@@ -94,7 +93,9 @@ export class EmbedStage {
     const outcomes: Outcome<void>[] = tasks.map(() => ({ ok: true, value: undefined }));
     // The hash is over the text as embedded: after templating and truncation.
     const hashes = tasks.map((t) => (t.prepared ? contentHash(t.prepared.text, provider.model, provider.dimensions) : undefined));
-    const states = await this.options.state.getMany(tasks.map((t) => t.change.itemId));
+    // The state and the vectors in flight are read together: the lookup asks for every text's
+    // hash, a superset of those that will need a vector, in the same single HMGET.
+    const [states, inflight] = await Promise.all([this.options.state.getMany(tasks.map((t) => t.change.itemId)), this.options.inflight.lookup([...new Set(hashes.filter((h): h is string => h !== undefined))])]);
 
     const superseded = (i: number) => {
       const seen = (states[i] as ItemState).seen;
@@ -107,8 +108,8 @@ export class EmbedStage {
     const needsVector = (i: number) => (tasks[i] as PreparedTask).change.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
 
     // A vector bought earlier and still waiting in the write queue is taken from there.
-    const wanted = [...new Set(tasks.flatMap((_, i) => (needsVector(i) ? [hashes[i] as string] : [])))];
-    const reused = await this.options.inflight.vectorsFrom(await this.options.inflight.lookup(wanted));
+    const wanted = new Set(tasks.flatMap((_, i) => (needsVector(i) ? [hashes[i] as string] : [])));
+    const reused = await this.options.inflight.vectorsFrom(new Map([...inflight].filter(([hash]) => wanted.has(hash))));
     if (reused.size > 0) metrics.embeddingsAvoided.inc({ reason: 'in_flight' }, tasks.filter((_, i) => needsVector(i) && reused.has(hashes[i] as string)).length);
 
     // Identical texts (of different items) are sent once.

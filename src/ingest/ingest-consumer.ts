@@ -135,7 +135,8 @@ export class IngestConsumer {
       .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => accepted[k++]).map(({ change }) => change) }))
       .filter((chunk) => chunk.changes.length > 0)
       .map(({ jobId, changes }) => ({
-        name: `${batch.topic}/${batch.partition}@${changes[0]?.source?.split('@')[1] ?? ''}`,
+        // Where the job's first change came from, for dashboards: `topic/partition@offset`.
+        name: changes[0]?.source ?? batch.topic,
         data: { changes },
         opts: { ...this.options.jobOptions, jobId },
       }));

@@ -5,13 +5,6 @@ import type { ChangeEvent } from '../ingest/change-event.js';
 export const EMBED_QUEUE = 'embed';
 export const WRITE_QUEUE = 'write';
 
-/**
- * Backfills run below live events. Live jobs carry no priority at all: BullMQ serves its plain
- * wait list before any prioritized job, and a priority on every job costs Redis commands per job
- * while buying nothing.
- */
-export const BACKFILL_PRIORITY = 10;
-
 /** One item's change, waiting to be embedded. Several of them make an embed job. */
 export interface QueuedChange extends ChangeEvent {
   /** Where it came from, for the dead-letter store: `topic/partition@offset`. */

@@ -86,10 +86,10 @@ export interface VectorSink {
    */
   updatePayload(updates: PayloadUpdate[]): Promise<{ missing: string[] }>;
   /**
-   * Optional: upsert, updatePayload and delete of distinct items in one call (one commit or one
-   * request where the store allows), with the same guards and answers as the three calls.
+   * What the writer calls: upsert, updatePayload and delete of distinct items in one call (one
+   * commit or one request where the store allows), with the same guards and answers as the three.
    */
-  write?(batch: SinkBatch): Promise<{ missing: string[] }>;
+  write(batch: SinkBatch): Promise<{ missing: string[] }>;
   retrieve(itemIds: string[], options?: { withVectors?: boolean }): Promise<StoredRecord[]>;
   search(vector: Float32Array, limit: number): Promise<SearchHit[]>;
   /** Every record, in pages; for export and verification. */

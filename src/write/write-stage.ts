@@ -5,7 +5,7 @@ import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { InflightVectors } from '../embed/inflight-vectors.js';
-import { decodeVector, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type WriteJobData } from '../queue/jobs.js';
+import { decodeVector, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite } from '../queue/jobs.js';
 import { buildPayload, type Payload, type SinkBatch, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
 
@@ -24,7 +24,8 @@ export interface WriteStageOptions {
 }
 
 /**
- * Groups the writes of the write jobs this process holds into sink batches (upserts, payload-only updates, deletes: one call each).
+ * Groups the writes of the write jobs this process holds into sink batches (upserts, payload-only
+ * updates and deletes in one sink call).
  * Batches run one at a time per process, and a change is written only when it is newer than what
  * the sink holds for its item, by the Redis state and again inside the sink (version guards):
  * redelivered, superseded and out-of-order changes never overwrite a newer vector or resurrect a
@@ -39,8 +40,7 @@ export class WriteStage {
 
   /** One write job's writes: one outcome per write, in order. */
   async process(writes: ItemWrite[]): Promise<Outcome<void>[]> {
-    const settled = await Promise.allSettled(writes.map((write) => this.batcher.submit(write)));
-    return settled.map((s) => (s.status === 'fulfilled' ? { ok: true, value: undefined } : { ok: false, error: deferIfOutage(s.reason) }));
+    return (await this.batcher.submitAll(writes)).map((o) => (o.ok ? o : { ok: false, error: deferIfOutage(o.error) }));
   }
 
   drain(): Promise<void> {
@@ -61,36 +61,12 @@ export class WriteStage {
     const chosen = candidates.filter((_, k) => newer[k]);
     metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, items.length - chosen.length);
 
-    const indexedAt = new Date().toISOString();
-    const of = (op: ItemWrite['op']) => chosen.filter((i) => (items[i] as ItemWrite).op === op);
-    const upserts = of('upsert');
-    const payloads = of('payload');
-    const deletes = of('delete');
-
-    const batch: SinkBatch = {
-      upserts: upserts.map((i) => toRecord(items[i] as ItemWrite, indexedAt)),
-      payloads: payloads.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, payload: toPayload(items[i] as ItemWrite, indexedAt) })),
-      deletes: deletes.map((i) => ({ itemId: (items[i] as ItemWrite).itemId, version: (items[i] as ItemWrite).version })),
-    };
     // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
     const missing = new Set<string>();
-    const combined = await this.writeCombined(batch);
-    if (combined.ok) {
-      for (const itemId of combined.value) missing.add(itemId);
-    } else if (combined.error !== undefined) {
-      for (const i of chosen) outcomes[i] = { ok: false, error: combined.error };
-    } else {
-      const upserted = await this.write('upsert', batch.upserts, (part) => this.options.sink.upsert(part));
-      const updated = await this.write('payload', batch.payloads, async (part) => {
-        for (const itemId of (await this.options.sink.updatePayload(part)).missing) missing.add(itemId);
-      });
-      const deleted = await this.write('delete', batch.deletes, (part) => this.options.sink.delete(part));
-      upserts.forEach((itemIndex, k) => (outcomes[itemIndex] = upserted[k] as Outcome<void>));
-      payloads.forEach((itemIndex, k) => (outcomes[itemIndex] = updated[k] as Outcome<void>));
-      deletes.forEach((itemIndex, k) => (outcomes[itemIndex] = deleted[k] as Outcome<void>));
-    }
+    const results = await this.write(chosen.map((i) => items[i] as ItemWrite), new Date().toISOString(), missing);
+    chosen.forEach((itemIndex, k) => (outcomes[itemIndex] = results[k] as Outcome<void>));
 
-    const lost = payloads.filter((i) => missing.has((items[i] as ItemWrite).itemId));
+    const lost = chosen.filter((i) => (items[i] as ItemWrite).op === 'payload' && missing.has((items[i] as ItemWrite).itemId));
     if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as ItemWrite));
     const lostSet = new Set(lost);
     const written = chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)).map((i) => items[i] as ItemWrite);
@@ -120,51 +96,40 @@ export class WriteStage {
   }
 
   /**
-   * The whole batch in one sink call where the sink offers one (fewer commits and round trips).
-   * ok: written, with the items the sink did not hold for a payload update. An error: every item
-   * fails with it (a retryable one after the in-process retries). Neither: the sink refused
-   * something in the batch, or has no combined call; the batch goes op by op, which isolates the
-   * refused record.
+   * The batch in one sink call (one commit or one request), retried in process; when the sink
+   * refuses it for its content, it is split until the refused record is alone.
    */
-  private async writeCombined(batch: SinkBatch): Promise<Outcome<string[]> | { ok: false; error: undefined }> {
+  private write(writes: ItemWrite[], indexedAt: string, missing: Set<string>): Promise<Outcome<void>[]> {
     const { sink, metrics, logger } = this.options;
-    if (!sink.write || batch.upserts.length + batch.payloads.length + batch.deletes.length === 0) return { ok: false, error: undefined };
-    const write = sink.write.bind(sink);
-    try {
-      const { missing } = await withRetry(() => write(batch), {
-        policy: this.options.retryPolicy,
-        onRetry: ({ attempt, delayMs, error }) => logger.warn({ op: 'batch', attempt, delayMs, err: (error as Error).message }, 'sink write failed; retrying'),
-      });
-      for (const [op, n] of [['upsert', batch.upserts.length], ['payload', batch.payloads.length], ['delete', batch.deletes.length]] as const) {
-        if (n > 0) {
+    return isolateFailures(
+      writes,
+      async (part) => {
+        const batch = toSinkBatch(part, indexedAt);
+        const result = await withRetry(() => sink.write(batch), {
+          policy: this.options.retryPolicy,
+          onRetry: ({ attempt, delayMs, error }) => logger.warn({ attempt, delayMs, err: (error as Error).message }, 'sink write failed; retrying'),
+        });
+        for (const itemId of result.missing) missing.add(itemId);
+        for (const [op, n] of [['upsert', batch.upserts.length], ['payload', batch.payloads.length], ['delete', batch.deletes.length]] as const) {
+          if (n === 0) continue;
           metrics.batchSize.observe({ stage: `write_${op}` }, n);
           metrics.sinkWrites.inc({ sink: sink.kind, op }, n);
         }
-      }
-      return { ok: true, value: missing };
-    } catch (error) {
-      if (error instanceof IndexerError && error.code === 'SINK_REJECTED') return { ok: false, error: undefined };
-      return { ok: false, error };
-    }
-  }
-
-  private write<T>(op: 'upsert' | 'payload' | 'delete', entries: T[], call: (batch: T[]) => Promise<void>): Promise<Outcome<void>[]> {
-    const { sink, metrics, logger } = this.options;
-    return isolateFailures(
-      entries,
-      async (batch) => {
-        metrics.batchSize.observe({ stage: `write_${op}` }, batch.length);
-        await withRetry(() => call(batch), {
-          policy: this.options.retryPolicy,
-          onRetry: ({ attempt, delayMs, error }) => logger.warn({ op, attempt, delayMs, err: (error as Error).message }, 'sink write failed; retrying'),
-        });
-        metrics.sinkWrites.inc({ sink: sink.kind, op }, batch.length);
-        return batch.map(() => undefined);
+        return part.map(() => undefined);
       },
       // A sink that refuses a batch for its content: split it to find the record it refuses.
       (error) => !isRetryable(error) && error instanceof IndexerError && error.code === 'SINK_REJECTED',
     );
   }
+}
+
+function toSinkBatch(writes: ItemWrite[], indexedAt: string): SinkBatch {
+  const of = (op: ItemWrite['op']) => writes.filter((w) => w.op === op);
+  return {
+    upserts: of('upsert').map((w) => toRecord(w, indexedAt)),
+    payloads: of('payload').map((w) => ({ itemId: w.itemId, payload: toPayload(w, indexedAt) })),
+    deletes: of('delete').map((w) => ({ itemId: w.itemId, version: w.version })),
+  };
 }
 
 /** How often a write job held by a sink outage tries again. */

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config/config.js';
+import { deleteKeysUnder } from './redis-keys.js';
 
 /** A name no other test (or earlier run) uses: topics, groups, queue prefixes, collections. */
 export function uniqueName(prefix: string): string {
@@ -64,12 +65,7 @@ export function testKafka(brokers: string[]): Kafka {
 export async function deletePrefix(redisUrl: string, prefix: string): Promise<void> {
   const redis = new Redis(redisUrl);
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
+    await deleteKeysUnder(redis, prefix);
   } finally {
     redis.disconnect();
   }

@@ -102,7 +102,7 @@ describe('adversarial', () => {
               failedUpserts++;
               throw new SinkError('SINK_UNAVAILABLE', 'LanceDB could not upsert rows: storage unreachable (injected)', { canRetry: true });
             }
-            return prop === 'upsert' ? target.upsert(arg) : (target.write as NonNullable<VectorSink['write']>).call(target, arg);
+            return prop === 'upsert' ? target.upsert(arg) : target.write(arg);
           };
         }
         const value = Reflect.get(target, prop, receiver) as unknown;
@@ -162,7 +162,7 @@ describe('adversarial', () => {
               yHeld = true;
               await gate;
             }
-            return prop === 'upsert' ? target.upsert(arg) : (target.write as NonNullable<VectorSink['write']>).call(target, arg);
+            return prop === 'upsert' ? target.upsert(arg) : target.write(arg);
           };
         }
         const value = Reflect.get(target, prop, receiver) as unknown;

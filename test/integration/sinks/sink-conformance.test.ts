@@ -171,7 +171,6 @@ describe.each(factories)('VectorSink conformance: $name', (factory) => {
 
   it('writes upserts, payload updates and deletes in one call, with the same guards and answers', async () => {
     const sink = await open();
-    if (!sink.write) throw new Error(`${sink.kind} has no combined write`);
     await sink.upsert([record('kept', 1, 'kept text', { price: 1 }), record('edited', 2, 'text B'), record('gone', 1, 'bye'), record('newer', 9, 'newer text')]);
     const payload = (itemId: string, version: number, text: string, metadata: Record<string, unknown>) =>
       buildPayload(metadata, { item_id: itemId, version, content_hash: `hash-of-${text}`, model: 'stub-embedding', source_updated_at: null, embedded_at: '', indexed_at: '2026-11-21T00:00:00.000Z', text_tokens: 3, truncated: false });
