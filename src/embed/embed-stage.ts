@@ -1,4 +1,5 @@
 import type { Queue } from 'bullmq';
+import { isAfter } from '../core/change-order.js';
 import { DeferredError, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
@@ -98,8 +99,8 @@ export class EmbedStage {
     const [states, inflight] = await Promise.all([this.options.state.getMany(tasks.map((t) => t.change.itemId)), this.options.inflight.lookup([...new Set(hashes.filter((h): h is string => h !== undefined))])]);
 
     const superseded = (i: number) => {
-      const seen = (states[i] as ItemState).seen;
-      return seen !== undefined && (tasks[i] as PreparedTask).change.version < seen;
+      const { seen, seenDeleted } = states[i] as ItemState;
+      return seen !== undefined && isAfter({ version: seen, op: seenDeleted ? 'delete' : 'upsert' }, (tasks[i] as PreparedTask).change);
     };
     const alreadyEmbedded = (i: number) => {
       const s = states[i] as ItemState;

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Queue } from 'bullmq';
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import type { Config } from '../config/config.js';
+import { isAfter } from '../core/change-order.js';
 import { errorMessage, InvalidEventError } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import type { Logger } from '../observability/logger.js';
@@ -126,13 +127,13 @@ export class IngestConsumer {
     const acceptedAt = Date.now();
     const { newest, dead } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
     const chunks = chunkChanges([...newest.values()], config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
-    const accepted = await state.observe(
-      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, jobId: chunk.jobId }))),
+    const verdicts = await state.observe(
+      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
       this.queuedJobKeys,
     );
     let k = 0;
     const jobs = chunks
-      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => accepted[k++]).map(({ change }) => change) }))
+      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
       .filter((chunk) => chunk.changes.length > 0)
       .map(({ jobId, changes }) => ({
         // Where the job's first change came from, for dashboards: `topic/partition@offset`.
@@ -143,7 +144,9 @@ export class IngestConsumer {
     const queuedChanges = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
     const parsed = batch.messages.length - dead.length;
     metrics.eventsSkipped.inc({ reason: 'coalesced' }, parsed - newest.size);
-    metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.size - queuedChanges);
+    const inSink = verdicts.filter((v) => v === 'in_sink').length;
+    metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.size - queuedChanges - inSink);
+    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, inSink);
 
     for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) {
       await embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS));
@@ -173,7 +176,7 @@ export class IngestConsumer {
       try {
         const event = parseChangeEvent({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
         const held = newest.get(event.itemId);
-        if (held === undefined || held.change.version <= event.version) newest.set(event.itemId, { change: { ...event, source, acceptedAt }, bytes: message.value?.length ?? 0 });
+        if (held === undefined || !isAfter(held.change, event)) newest.set(event.itemId, { change: { ...event, source, acceptedAt }, bytes: message.value?.length ?? 0 });
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
         metrics.eventsInvalid.inc({ reason: error.details?.field === undefined ? 'unknown' : String(error.details.field) });

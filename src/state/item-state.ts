@@ -1,11 +1,17 @@
 import type { Redis } from 'ioredis';
+import { isAfter, type Ordered } from '../core/change-order.js';
 
 /**
  * Per-item state in Redis, one hash per item (`<prefix>:item:<id>`), every change made by a Lua
- * script so that ingest replicas and workers never race:
- *   seen  the newest version ingest accepted (coalescing: older jobs are dropped unembedded)
+ * script so that ingest replicas, backfills and workers never race:
+ *   seen  the newest version accepted (coalescing: older jobs are dropped unembedded)
+ *   sd    1 when that change is a delete (changes are ordered by version, then delete after
+ *         upsert: see core/change-order.ts, which the scripts repeat)
  *   qj    the embed job holding that change: a redelivery of it while that job is still queued
  *         is not queued again, and a replay after the job failed (or finished) is
+ *   t     when that change was accepted (ms): a prune never deletes an item changed after its
+ *         backfill started
+ *   bf    the last backfill pass whose source had the item (what a prune keeps)
  *   wv    the version the sink holds (or deleted at: the tombstone)
  *   del   1 when that write was a delete
  *   h, m  content hash and model of the vector the sink holds
@@ -18,6 +24,7 @@ import type { Redis } from 'ioredis';
  */
 export interface ItemState {
   seen: number | undefined;
+  seenDeleted: boolean;
   writtenVersion: number | undefined;
   deleted: boolean;
   contentHash: string | undefined;
@@ -31,34 +38,63 @@ export interface QueuedJobKeys {
   failedKey: string;
 }
 
-// KEYS: state hashes. ARGV[1]: embed job key prefix, ARGV[2]: the embed queue's failed set; then
-// per key the event version and the id of the job that will carry it. Returns per key 1 when the
-// event is to be queued: newer than any seen, or equal to it (a redelivery or a replay) while the
-// job that carried it is gone or failed. 0 for an older event (dropped), or an equal one whose job
-// still waits or runs (a redelivery of a batch still queued: it is not processed twice).
+/** A change offered to the queue, with the embed job that will carry it. */
+export interface ObservedChange {
+  itemId: string;
+  version: number;
+  op: 'upsert' | 'delete';
+  jobId: string;
+}
+
+/**
+ * What to do with an offered change: `queue` it; drop it as `older_or_queued` (a newer change was
+ * accepted, or this one is still queued: a redelivery); or drop it as `in_sink` (the sink holds
+ * this change already, or a newer one: a replay after it was written, a re-run backfill).
+ */
+export type Verdict = 'queue' | 'older_or_queued' | 'in_sink';
+const VERDICTS: Verdict[] = ['older_or_queued', 'queue', 'in_sink'];
+
+// KEYS: state hashes. ARGV[1]: embed job key prefix, ARGV[2]: the embed queue's failed set,
+// ARGV[3]: now (ms), ARGV[4]: the backfill pass offering the changes ('' for live events); then
+// per key the version, 1 for a delete, and the id of the job that will carry it. Returns per key
+// 1 to queue (after any change seen, or the same change again while the job that carried it is
+// gone or failed), 0 for an older change or one still queued, 2 for a change the sink already
+// holds (or a newer one). A backfill pass marks every item its source has, whatever the verdict.
 const OBSERVE = `
+local function after(v, d, v2, d2)
+  return v2 == nil or v > v2 or (v == v2 and d and not d2)
+end
+local now, pass = ARGV[3], ARGV[4]
 local result = {}
 for i, key in ipairs(KEYS) do
-  local version, job = tonumber(ARGV[1 + i * 2]), ARGV[2 + i * 2]
-  local state = redis.call('HMGET', key, 'seen', 'qj')
-  local seen, queued = tonumber(state[1]), state[2]
-  result[i] = 0
-  if seen == nil or version > seen then
-    redis.call('HSET', key, 'seen', ARGV[1 + i * 2], 'qj', job)
-    result[i] = 1
-  elseif version == seen then
+  local base = 4 + (i - 1) * 3
+  local version, del, job = tonumber(ARGV[base + 1]), ARGV[base + 2] == '1', ARGV[base + 3]
+  local s = redis.call('HMGET', key, 'seen', 'sd', 'qj', 'wv', 'del')
+  local seen, seenDel, queued, written = tonumber(s[1]), s[2] == '1', s[3], tonumber(s[4])
+  local verdict = 0
+  if after(version, del, seen, seenDel) then
+    verdict = 1
+  elseif version == seen and del == seenDel then
     local live = queued and redis.call('EXISTS', ARGV[1] .. queued) == 1 and not redis.call('ZSCORE', ARGV[2], queued)
-    if not live then
-      redis.call('HSET', key, 'qj', job)
-      result[i] = 1
-    end
+    if not live then verdict = 1 end
   end
+  if verdict == 1 and written ~= nil and not after(version, del, written, s[5] == '1') then verdict = 2 end
+  if verdict == 1 then
+    if pass == '' then
+      redis.call('HSET', key, 'seen', ARGV[base + 1], 'sd', ARGV[base + 2], 'qj', job, 't', now)
+    else
+      redis.call('HSET', key, 'seen', ARGV[base + 1], 'sd', ARGV[base + 2], 'qj', job, 't', now, 'bf', pass)
+    end
+  elseif pass ~= '' then
+    redis.call('HSET', key, 'bf', pass)
+  end
+  result[i] = verdict
 end
 return result`;
 
 // KEYS: state hashes. ARGV[1]: tombstone retention in seconds; then 4 per key: version, deleted
-// (0|1), content hash, model. Keeps the highest version, so a writer that finishes late cannot
-// move the state backwards. A delete leaves a tombstone that expires; a later upsert keeps the
+// (0|1), content hash, model. Keeps the latest change (by version, then delete after upsert), so
+// a writer that finishes late cannot move the state backwards. A delete leaves a tombstone that expires; a later upsert keeps the
 // item for good again.
 const RECORD_WRITTEN = `
 local retention = tonumber(ARGV[1])
@@ -67,7 +103,7 @@ for i, key in ipairs(KEYS) do
   local version = tonumber(ARGV[base + 1])
   local state = redis.call('HMGET', key, 'wv', 'del')
   local written = tonumber(state[1])
-  if written == nil or version >= written then
+  if written == nil or version > written or (version == written and (ARGV[base + 2] == '1' or state[2] ~= '1')) then
     redis.call('HSET', key, 'wv', ARGV[base + 1], 'del', ARGV[base + 2], 'h', ARGV[base + 3], 'm', ARGV[base + 4])
     if ARGV[base + 2] == '1' then redis.call('EXPIRE', key, retention)
     elseif state[2] == '1' then redis.call('PERSIST', key) end
@@ -109,32 +145,35 @@ export class ItemStateStore {
   }
 
   /**
-   * Ingest: records each event's version and the job that will carry it; true where the event is
-   * to be queued (see OBSERVE). One HMGET and at most one HSET per event.
+   * Ingest and backfills: records each change offered and the job that will carry it, and says
+   * what to do with it (see OBSERVE). One HMGET and at most one HSET per change. A backfill pass
+   * (its job id) also marks every item its source has, for its prune.
    */
-  async observe(events: { itemId: string; version: number; jobId: string }[], queued: QueuedJobKeys): Promise<boolean[]> {
-    if (events.length === 0) return [];
+  async observe(changes: ObservedChange[], queued: QueuedJobKeys, backfillPass = ''): Promise<Verdict[]> {
+    if (changes.length === 0) return [];
     const result = (await this.redis.eval(
       OBSERVE,
-      events.length,
-      ...events.map((e) => this.key(e.itemId)),
+      changes.length,
+      ...changes.map((c) => this.key(c.itemId)),
       queued.jobPrefix,
       queued.failedKey,
-      ...events.flatMap((e) => [String(e.version), e.jobId]),
+      String(Date.now()),
+      backfillPass,
+      ...changes.flatMap((c) => [String(c.version), c.op === 'delete' ? '1' : '0', c.jobId]),
     )) as number[];
-    return result.map((r) => r === 1);
+    return result.map((r) => VERDICTS[r] as Verdict);
   }
 
   /**
    * Writer: for each change, whether it is newer than what the sink holds for its item (one
    * HMGET each, pipelined: a read needs no script).
    */
-  async newerThanWritten(changes: { itemId: string; version: number }[]): Promise<boolean[]> {
+  async newerThanWritten(changes: (Ordered & { itemId: string })[]): Promise<boolean[]> {
     if (changes.length === 0) return [];
     const states = await this.getMany(changes.map((c) => c.itemId));
     return changes.map((c, i) => {
-      const written = (states[i] as ItemState).writtenVersion;
-      return written === undefined || c.version > written;
+      const s = states[i] as ItemState;
+      return s.writtenVersion === undefined || isAfter(c, { version: s.writtenVersion, op: s.deleted ? 'delete' : 'upsert' });
     });
   }
 
@@ -164,13 +203,14 @@ export class ItemStateStore {
   async getMany(itemIds: string[]): Promise<ItemState[]> {
     if (itemIds.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'wv', 'del', 'h', 'm');
+    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'sd', 'wv', 'del', 'h', 'm');
     const results = (await pipeline.exec()) ?? [];
     return results.map(([error, value]) => {
       if (error) throw error;
-      const [seen, wv, del, h, m] = value as (string | null)[];
+      const [seen, sd, wv, del, h, m] = value as (string | null)[];
       return {
         seen: seen === null || seen === undefined ? undefined : Number(seen),
+        seenDeleted: sd === '1',
         writtenVersion: wv === null || wv === undefined ? undefined : Number(wv),
         deleted: del === '1',
         contentHash: h || undefined,

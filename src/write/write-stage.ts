@@ -1,4 +1,5 @@
 import type { Queue } from 'bullmq';
+import { isAfter } from '../core/change-order.js';
 import { DeferredError, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
@@ -54,7 +55,7 @@ export class WriteStage {
     const newest = new Map<string, number>();
     items.forEach((item, i) => {
       const seen = newest.get(item.itemId);
-      if (seen === undefined || (items[seen] as ItemWrite).version <= item.version) newest.set(item.itemId, i);
+      if (seen === undefined || !isAfter(items[seen] as ItemWrite, item)) newest.set(item.itemId, i);
     });
     const candidates = [...newest.values()];
     const newer = await state.newerThanWritten(candidates.map((i) => items[i] as ItemWrite));

@@ -1,3 +1,4 @@
+import { isAfter } from '../../src/core/change-order.js';
 import type { Kafka } from 'kafkajs';
 
 /** A change event as tests script it; `partition` forces where it lands (to simulate disorder). */
@@ -38,7 +39,11 @@ export interface ExpectedItem {
 /** The state the sink must converge to, computed from the event list alone: newest version wins. */
 export function expectedState(events: ScriptedEvent[]): Map<string, ExpectedItem> {
   const newest = new Map<string, ScriptedEvent>();
-  for (const e of events) if ((newest.get(e.id)?.version ?? -1) < e.version) newest.set(e.id, e);
+  // The indexer's one order: by version, and at an equal version a delete after an upsert.
+  for (const e of events) {
+    const held = newest.get(e.id);
+    if (held === undefined || isAfter(e, held)) newest.set(e.id, e);
+  }
   const live = new Map<string, ExpectedItem>();
   for (const [id, e] of newest) if (e.op === 'upsert') live.set(id, { version: e.version, text: e.text as string, metadata: e.metadata ?? {} });
   return live;

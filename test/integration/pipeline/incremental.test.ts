@@ -118,7 +118,8 @@ describe.each(['lancedb', 'qdrant'] as const)('incremental semantics into %s', (
     await sendScripted(kafka(), topic, later);
     const all = [...events, ...later];
     await waitFor('the later changes applied', async () => (await sinkMatches(workers.sink as VectorSink, all)) === true, { timeoutMs: 60_000 });
-    // item-7's delete at version 1 equals its upsert's version: the upsert stays (versions must grow).
+    // item-7's delete at version 1 equals its upsert's version: at an equal version a delete comes
+    // after an upsert, so item-7 is deleted, as it would be had both arrived in one batch.
     expect(stub.served.length).toBe(requestsBefore);
     const item5 = await workers.state.get('item-5');
     expect(item5).toMatchObject({ writtenVersion: 2, deleted: false, contentHash: contentHash('item 5 first text', MODEL, DIMENSIONS) });
