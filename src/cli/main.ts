@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `indexer` command line: worker, produce, search, export, dlq, demo. */
+/** The `indexer` command line: worker, produce, backfill, search, export, dlq, verify, demo. */
 import { Command, InvalidArgumentError } from 'commander';
 import { createKafka } from '../ingest/kafka.js';
 import { ensureTopic, produceLines, readLines } from '../ingest/produce.js';
@@ -13,6 +13,7 @@ import { ItemStateStore } from '../state/item-state.js';
 import { verify } from '../state/verify.js';
 import { UsageStore } from '../embed/usage.js';
 import { configOrExit, openSink, withRedis } from './context.js';
+import { backfillCommand } from './backfill.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
 import { formatHits, searchText } from './search.js';
@@ -161,6 +162,8 @@ program
       process.exitCode = report.drift.length > 0 && !opts.repair ? 2 : 0;
     }).finally(() => sink.close());
   });
+
+program.addCommand(backfillCommand(positiveInt));
 
 program
   .command('demo')

@@ -67,6 +67,7 @@ export interface Config {
     writeBatchSize: number;
     writeLingerMs: number;
   };
+  backfill: { pageSize: number; maxJobsInFlight: number; concurrency: number; postgresUrl: string | undefined };
   observability: { logLevel: string; metricsPort: number | undefined };
 }
 
@@ -230,6 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       writeBatchSize: s.WRITE_BATCH_SIZE ?? (sinkKind === 'lancedb' ? 1024 : 256),
       writeLingerMs: s.WRITE_BATCH_LINGER_MS,
     },
+    backfill: { pageSize: s.BACKFILL_PAGE_SIZE, maxJobsInFlight: s.BACKFILL_MAX_JOBS_IN_FLIGHT, concurrency: s.BACKFILL_CONCURRENCY, postgresUrl: s.POSTGRES_URL },
     observability: { logLevel: s.LOG_LEVEL, metricsPort: s.METRICS_PORT },
   };
 }
@@ -239,7 +241,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
   return JSON.parse(
     JSON.stringify(config, (key, value: unknown) => {
       if (['apiKey', 'password'].includes(key) && value !== undefined) return '[redacted]';
-      if (key === 'url' && typeof value === 'string') return redactUrl(value);
+      if ((key === 'url' || key === 'postgresUrl') && typeof value === 'string') return redactUrl(value);
       return value;
     }),
   ) as Record<string, unknown>;

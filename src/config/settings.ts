@@ -127,6 +127,12 @@ export const SETTINGS = {
   WRITE_BATCH_SIZE: setting('workers', int(1, 10000).optional(), undefined, 'Most points per sink write (default 1024 for LanceDB, where every write is a commit, and 256 for Qdrant, which advises 64-256 and caps a request at 32 MB).'),
   WRITE_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial sink batch waits for more jobs.'),
 
+  // Backfills
+  BACKFILL_PAGE_SIZE: setting('backfill', int(1, 100000), '512', 'Rows a backfill reads from its source at a time; each page becomes embed jobs, and the cursor after it is checkpointed.'),
+  BACKFILL_MAX_JOBS_IN_FLIGHT: setting('backfill', int(1, 10000), '8', 'Most unfinished embed and write jobs one backfill keeps queued; it reads on as they finish. Backfill jobs run after every waiting live job (a lower priority), and this bound keeps them from holding every worker slot.'),
+  BACKFILL_CONCURRENCY: setting('backfill', int(1, 100), '1', 'Backfill jobs one process runs at once.'),
+  POSTGRES_URL: setting('backfill', optionalString, undefined, 'PostgreSQL connection URL for `postgres:` backfill sources (or POSTGRES_URL_FILE); a password in it is never logged or stored in a job.', true),
+
   // Observability
   LOG_LEVEL: setting('observability', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'pino log level.'),
   METRICS_PORT: setting('observability', int(0, 65535).optional(), undefined, 'Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz (503 with the reasons while every embeddings circuit is open) on this port (unset: off).'),

@@ -19,7 +19,10 @@ export type ErrorCode =
   | 'SINK_UNAVAILABLE'
   | 'SINK_REJECTED'
   | 'SINK_SCHEMA_MISMATCH'
-  | 'JOB_STALLED';
+  | 'JOB_STALLED'
+  | 'BACKFILL_INVALID'
+  | 'BACKFILL_SOURCE_UNAVAILABLE'
+  | 'BACKFILL_CANCELLED';
 
 export interface IndexerErrorOptions {
   canRetry: boolean;
@@ -86,6 +89,13 @@ export class VectorError extends IndexerError {
   }
 }
 export class SinkError extends IndexerError {}
+
+/**
+ * A backfill that cannot go on: its job data or source is invalid (final: the job fails at once,
+ * naming the field), its source cannot be reached (retryable: the job resumes from its checkpoint),
+ * or an operator cancelled it (final).
+ */
+export class BackfillError extends IndexerError {}
 export class SchemaMismatchError extends IndexerError {
   constructor(message: string, details?: Record<string, unknown>) {
     super('SINK_SCHEMA_MISMATCH', message, { canRetry: false, details });

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 
-export type DeadLetterStage = 'ingest' | 'embed' | 'write';
+export type DeadLetterStage = 'ingest' | 'backfill' | 'embed' | 'write';
 
 export interface DeadLetter {
   stage: DeadLetterStage;

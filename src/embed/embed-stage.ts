@@ -1,4 +1,6 @@
 import type { Queue } from 'bullmq';
+import { BACKFILL_PRIORITY } from '../backfill/backfill-job.js';
+import type { BackfillStore } from '../backfill/backfill-store.js';
 import { isAfter } from '../core/change-order.js';
 import { DeferredError, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
@@ -22,6 +24,8 @@ export interface EmbedStageOptions {
   writeQueue: Queue<WriteJobData>;
   state: ItemStateStore;
   inflight: InflightVectors;
+  /** Where write jobs of backfill rows are counted against their backfill. */
+  backfills: BackfillStore;
   jobOptions: ReturnType<typeof defaultJobOptions>;
   tokenizer: Tokenizer;
   usage: UsageStore;
@@ -127,7 +131,7 @@ export class EmbedStage {
     const writes: ItemWrite[] = [];
     tasks.forEach((task, i) => {
       const c = task.change;
-      const base = { itemId: c.itemId, version: c.version, updatedAt: c.updatedAt, acceptedAt: c.acceptedAt };
+      const base = { itemId: c.itemId, version: c.version, updatedAt: c.updatedAt, acceptedAt: c.acceptedAt, ...(c.backfill === undefined ? {} : { backfill: c.backfill }) };
       if (superseded(i)) {
         metrics.eventsSkipped.inc({ reason: 'superseded' });
         return;
@@ -182,10 +186,14 @@ export class EmbedStage {
     const jobId = newJobId('w');
     for (const write of writes) write.heldBy = jobId;
     const vectors = writes.flatMap((w) => (w.op === 'upsert' && w.contentHash ? [w.contentHash] : []));
+    // A write job of backfill rows only waits behind live ones, and counts in its backfills' work in flight.
+    const backfills = writes.flatMap((w) => (w.backfill === undefined ? [] : [w.backfill]));
+    const priority = backfills.length === writes.length ? { priority: BACKFILL_PRIORITY } : {};
     await withRetry(
       async () => {
         await this.options.inflight.announce(vectors, jobId);
-        await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, jobId });
+        if (backfills.length > 0) await this.options.backfills.addJobs(backfills, [jobId]);
+        await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
       },
       { policy: this.options.retryPolicy },
     );

@@ -22,8 +22,8 @@ export type EventMapping = Config['events'];
 export interface RawMessage {
   key: Buffer | null;
   value: Buffer | null;
-  /** Kafka record timestamp in ms: the last resort for ordering. */
-  timestampMs: number;
+  /** Kafka record timestamp in ms: the last resort for ordering (none for a file's lines). */
+  timestampMs: number | undefined;
 }
 
 const MAX_ID_LENGTH = 512;
@@ -165,20 +165,34 @@ export function parseChangeEvent(message: RawMessage, mapping: EventMapping): Ch
   } catch (error) {
     throw new InvalidEventError(`the value is not valid JSON: ${(error as Error).message}`, 'value');
   }
+  return parseChangeRecord(body, message.key, message.timestampMs === undefined ? undefined : { ms: message.timestampMs, source: 'kafka_timestamp' }, mapping);
+}
+
+/**
+ * Validates one change record already decoded (a Kafka value, an NDJSON line, a database row),
+ * with the same field mapping everywhere. `fallback` orders records that carry neither a version
+ * nor updated_at; without one (a file or a table has no record timestamp), such a record is
+ * refused, because nothing else could tell it from an older copy of the item.
+ */
+export function parseChangeRecord(body: unknown, key: Buffer | null, fallback: { ms: number; source: 'kafka_timestamp' } | undefined, mapping: EventMapping): ChangeEvent {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new InvalidEventError('the value must be a JSON object', 'value');
   }
   const record = body as Record<string, unknown>;
-  const itemId = parseItemId(record, message.key, mapping);
+  const itemId = parseItemId(record, key, mapping);
   const op = parseOp(record, mapping);
   const version = parseVersion(record, mapping);
   const updatedAt = parseUpdatedAt(record, mapping);
-  const ordering =
-    version !== undefined
-      ? { version, versionSource: 'version' as const }
-      : updatedAt !== undefined
-        ? { version: updatedAt.ms, versionSource: 'updated_at' as const }
-        : { version: message.timestampMs, versionSource: 'kafka_timestamp' as const };
+  let ordering: Pick<ChangeEvent, 'version' | 'versionSource'>;
+  if (version !== undefined) ordering = { version, versionSource: 'version' };
+  else if (updatedAt !== undefined) ordering = { version: updatedAt.ms, versionSource: 'updated_at' };
+  else if (fallback !== undefined) ordering = { version: fallback.ms, versionSource: fallback.source };
+  else {
+    throw new InvalidEventError(
+      `the record has neither field "${mapping.versionField}" nor "${mapping.updatedAtField}": a backfill row needs one, so that a newer live change is never overwritten by it (set EVENT_VERSION_FIELD or EVENT_UPDATED_AT_FIELD to the column holding it)`,
+      mapping.versionField,
+    );
+  }
   return {
     itemId,
     op,

@@ -25,6 +25,7 @@ export class Metrics {
   readonly sinkWrites = new Counter({ name: 'indexer_sink_points_total', help: 'Points written to or deleted from the sink', labelNames: ['sink', 'op'] as const, registers: [this.registry] });
   readonly deadLettered = new Counter({ name: 'indexer_dead_lettered_total', help: 'Entries added to the dead-letter store', labelNames: ['stage'] as const, registers: [this.registry] });
   readonly batchSize = new Histogram({ name: 'indexer_batch_size', help: 'Items per embeddings request or sink write', labelNames: ['stage'] as const, buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], registers: [this.registry] });
+  readonly backfillRows = new Counter({ name: 'indexer_backfill_rows_total', help: 'Backfill rows by outcome: read from the source, enqueued, unchanged (the sink holds that version or newer), failed (invalid, dead-lettered), pruned (deletes queued for items the source lacks)', labelNames: ['outcome'] as const, registers: [this.registry] });
   readonly eventToSinkSeconds = new Histogram({ name: 'indexer_event_to_sink_seconds', help: 'From ingest to the sink acknowledging the write', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers: [this.registry] });
 
   withDefaultMetrics(): this {

@@ -19,11 +19,14 @@ import { defaultJobOptions, EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type Wr
 /** BullMQ's own stall limit, out of reach: our job boundary applies JOB_STALL_LIMIT and dead-letters. */
 const BULLMQ_MAX_STALLED = 1_000_000;
 import { createSink } from '../sinks/create-sink.js';
+import { BACKFILL_QUEUE, type BackfillJobData, type BackfillProgress } from '../backfill/backfill-job.js';
+import { BackfillRunner } from '../backfill/backfill-runner.js';
+import { BackfillStore } from '../backfill/backfill-store.js';
 import type { VectorSink } from '../sinks/vector-sink.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { WriteStage } from '../write/write-stage.js';
 
-export const ROLES = ['ingest', 'embed', 'write'] as const;
+export const ROLES = ['ingest', 'embed', 'write', 'backfill'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface PipelineOptions {
@@ -77,6 +80,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     const deadLetters = new DeadLetterStore(redis, prefix);
     const state = new ItemStateStore(redis, prefix, config.redis.tombstoneRetentionSeconds);
     const inflight = new InflightVectors(redis, prefix);
+    const backfills = new BackfillStore(redis, prefix);
     const jobOptions = defaultJobOptions(config.redis.jobAttempts, config.redis.jobBackoffMs);
     const deps: BatchJobDeps = { deadLetters, logger, metrics, stallLimit: config.redis.jobStallLimit };
     // A live worker renews its jobs' locks every half lock, however long a batch waits on the API;
@@ -114,6 +118,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         writeQueue,
         state,
         inflight,
+        backfills,
         jobOptions,
         usage: new UsageStore(redis, prefix, config.embeddings.prices),
         tokenizer: new Tokenizer(config.embeddings.tokenizer, config.embeddings.maxInputTokens, config.embeddings.truncate),
@@ -147,6 +152,41 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         await stage.drain();
       });
       logger.info({ provider: provider.kind, model: provider.model, dimensions: provider.dimensions }, 'embed role started');
+    }
+
+    if (options.roles.includes('backfill')) {
+      const runner = new BackfillRunner({
+        config,
+        embedQueue,
+        state,
+        deadLetters,
+        store: backfills,
+        jobOptions,
+        openSink: async () => {
+          const sink = createSink(config.sink, config.embeddings.dimensions);
+          await sink.open();
+          return sink;
+        },
+        logger: logger.child({ role: 'backfill' }),
+        metrics,
+      });
+      const stopping = new AbortController();
+      const worker = new Worker<BackfillJobData, BackfillProgress>(BACKFILL_QUEUE, (job, token) => runner.run(job, token, stopping.signal), {
+        connection: redis,
+        prefix,
+        concurrency: config.backfill.concurrency,
+        lockDuration: config.redis.jobLockMs,
+        stalledInterval: config.redis.jobLockMs,
+        // A backfill that keeps dying (its process killed again and again) fails; its checkpoint stays in the job.
+        maxStalledCount: config.redis.jobStallLimit,
+      });
+      worker.on('error', (error) => logger.error({ role: 'backfill', err: error.message }, 'backfill worker error'));
+      worker.on('failed', (job, error) => logger.error({ role: 'backfill', backfill: job?.id, err: error.message, attempt: job?.attemptsMade }, 'backfill attempt failed'));
+      releasers.add('backfill worker', async () => {
+        // A backfill runs for hours: it stops at its next page and goes back to the queue.
+        stopping.abort();
+        await worker.close();
+      });
     }
 
     if (options.roles.includes('ingest')) {

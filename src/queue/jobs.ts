@@ -11,6 +11,8 @@ export interface QueuedChange extends ChangeEvent {
   source: string | undefined;
   /** ms since epoch when ingest accepted the event: the start of event-to-sink latency. */
   acceptedAt: number;
+  /** The backfill job that read it, for backfill rows: their jobs run after live ones. */
+  backfill?: string;
 }
 
 /**
@@ -47,6 +49,8 @@ export interface ItemWrite {
   text?: string;
   /** The write job holding this write (and its vector): what the in-flight hint names. */
   heldBy?: string;
+  /** The backfill whose row this is (see QueuedChange.backfill). */
+  backfill?: string;
 }
 
 /** A write job: the results of one embeddings request (plus the deletes and payload-only changes beside it). */
@@ -60,7 +64,7 @@ export interface WriteJobData {
  * are caught per item by the state (see ItemStateStore.observe), not by the job id. Short, because
  * the item state keeps the id of the job holding each item's newest change.
  */
-export function newJobId(kind: 'e' | 'w'): string {
+export function newJobId(kind: 'e' | 'w' | 'b'): string {
   return `${kind}${randomBytes(9).toString('base64url')}`;
 }
 

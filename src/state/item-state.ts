@@ -219,6 +219,21 @@ export class ItemStateStore {
     });
   }
 
+  /**
+   * Prune: per item, the last backfill pass whose source had it, when its newest change was
+   * accepted, and that change (one HMGET each, pipelined).
+   */
+  async backfillMarks(itemIds: string[]): Promise<{ pass: string | undefined; acceptedAt: number | undefined; seen: number | undefined; seenDeleted: boolean }[]> {
+    if (itemIds.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of itemIds) pipeline.hmget(this.key(id), 'bf', 't', 'seen', 'sd');
+    return ((await pipeline.exec()) ?? []).map(([error, value]) => {
+      if (error) throw error;
+      const [bf, t, seen, sd] = value as (string | null)[];
+      return { pass: bf ?? undefined, acceptedAt: t ? Number(t) : undefined, seen: seen ? Number(seen) : undefined, seenDeleted: sd === '1' };
+    });
+  }
+
   async get(itemId: string): Promise<ItemState> {
     return (await this.getMany([itemId]))[0] as ItemState;
   }

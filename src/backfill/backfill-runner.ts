@@ -1,0 +1,274 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq';
+import type { Config } from '../config/config.js';
+import { isAfter } from '../core/change-order.js';
+import { BackfillError, errorMessage, isRetryable } from '../core/errors.js';
+import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
+import { parseChangeEvent, parseChangeRecord, type ChangeEvent } from '../ingest/change-event.js';
+import { chunkChanges } from '../ingest/ingest-consumer.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { EMBED_QUEUE, type defaultJobOptions, type EmbedJobData, type QueuedChange } from '../queue/jobs.js';
+import type { StoredRecord, VectorSink } from '../sinks/vector-sink.js';
+import type { ItemStateStore, QueuedJobKeys } from '../state/item-state.js';
+import { BACKFILL_PRIORITY, initialProgress, isBackfillProgress, parseBackfillJob, type BackfillJob, type BackfillJobData, type BackfillProgress } from './backfill-job.js';
+import type { BackfillStore } from './backfill-store.js';
+import { openSource } from './sources/open-source.js';
+import type { SourceRecord } from './sources/source.js';
+
+export interface BackfillRunnerOptions {
+  config: Config;
+  embedQueue: Queue<EmbedJobData>;
+  state: ItemStateStore;
+  deadLetters: DeadLetterStore;
+  store: BackfillStore;
+  jobOptions: ReturnType<typeof defaultJobOptions>;
+  /** A sink handle for the prune's scan (opened only when a job prunes). */
+  openSink: () => Promise<VectorSink>;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** Embed jobs per addBulk call (one Redis round trip each). */
+const ADD_BULK_JOBS = 50;
+/** How often a backfill at its bound of jobs in flight looks again. */
+const ROOM_POLL_MS = 50;
+const PRUNE_PAGE = 512;
+
+interface PageCounts {
+  read: number;
+  enqueued: number;
+  unchanged: number;
+  failed: number;
+}
+
+/**
+ * Runs one backfill job: reads its source page by page and turns each page into embed jobs,
+ * exactly as ingest does with a Kafka batch (same validation, coalescing, item state and job
+ * shape), but at a priority below every live job and with a bound on its jobs in flight. After
+ * each page is in Redis the cursor is checkpointed in the job's progress: a backfill that crashed
+ * or was killed resumes from there. Rows the sink already holds (same version or older than what
+ * live events wrote) are not queued at all, so a re-run of a finished backfill costs no embeddings.
+ */
+export class BackfillRunner {
+  private readonly queuedJobKeys: QueuedJobKeys;
+  private stopping: AbortSignal | undefined;
+
+  constructor(private readonly options: BackfillRunnerOptions) {
+    const prefix = options.config.redis.prefix;
+    this.queuedJobKeys = { jobPrefix: `${prefix}:${EMBED_QUEUE}:`, failedKey: `${prefix}:${EMBED_QUEUE}:failed` };
+  }
+
+  /**
+   * `stopping` aborts when the process shuts down: the job goes back to its queue at its
+   * checkpoint, without spending an attempt, for whichever worker takes it next.
+   */
+  async run(job: Job<BackfillJobData, BackfillProgress>, token: string | undefined, stopping: AbortSignal): Promise<BackfillProgress> {
+    try {
+      return await this.runJob(job, stopping);
+    } catch (error) {
+      if (error instanceof ShutdownInterrupt) {
+        await job.moveToDelayed(Date.now(), token);
+        throw new DelayedError();
+      }
+      // A final error (invalid job, unreadable file, cancelled) must not spend the job's attempts.
+      if (error instanceof BackfillError && !isRetryable(error)) throw new UnrecoverableError(`${error.code}: ${error.message}`);
+      throw error;
+    }
+  }
+
+  private async runJob(job: Job<BackfillJobData, BackfillProgress>, stopping: AbortSignal): Promise<BackfillProgress> {
+    const { config, store, metrics } = this.options;
+    const spec = parseBackfillJob(job.data);
+    const id = job.id as string;
+    this.stopping = stopping;
+    const logger = this.options.logger.child({ backfill: id, source: spec.source.kind });
+    let progress: BackfillProgress = isBackfillProgress(job.progress) ? job.progress : initialProgress();
+    const save = async (patch: Partial<BackfillProgress>) => {
+      progress = { ...progress, ...patch, updatedAt: Date.now() };
+      await job.updateProgress(progress);
+    };
+    logger.info({ phase: progress.phase, cursor: progress.cursor, read: progress.read }, progress.read > 0 || progress.phase !== 'reading' ? 'backfill resumes from its checkpoint' : 'backfill starts');
+
+    if (progress.phase === 'reading') {
+      const source = openSource(spec.source, id, config, logger);
+      let lastLog = Date.now();
+      try {
+        for await (const page of source.pages(progress.cursor, spec.pageSize ?? config.backfill.pageSize)) {
+          await this.throwIfCancelled(id);
+          const counts = await this.queuePage(id, page.records);
+          const read = progress.read + counts.read;
+          await save({
+            cursor: page.cursor,
+            read,
+            enqueued: progress.enqueued + counts.enqueued,
+            unchanged: progress.unchanged + counts.unchanged,
+            failed: progress.failed + counts.failed,
+            total: page.fraction ? Math.max(read, Math.round(read / page.fraction)) : progress.total,
+          });
+          for (const outcome of ['read', 'enqueued', 'unchanged', 'failed'] as const) metrics.backfillRows.inc({ outcome }, counts[outcome]);
+          if (Date.now() - lastLog > 10_000) {
+            lastLog = Date.now();
+            logger.info({ read, enqueued: progress.enqueued, unchanged: progress.unchanged, failed: progress.failed, total: progress.total }, 'backfill progress');
+          }
+          await this.waitForJobsInFlight(id, config.backfill.maxJobsInFlight);
+        }
+      } finally {
+        await source.close();
+      }
+      await save({ phase: 'finishing', total: progress.read });
+    }
+
+    // Complete when every row is written (or dead-lettered), not merely queued.
+    await this.waitForJobsInFlight(id, 1);
+    if (spec.prune && progress.phase !== 'done') {
+      await save({ phase: 'pruning' });
+      await save({ pruned: await this.prune(id, progress, spec, logger) });
+      await this.waitForJobsInFlight(id, 1);
+    }
+    await save({ phase: 'done' });
+    await store.forget(id);
+    logger.info({ read: progress.read, enqueued: progress.enqueued, unchanged: progress.unchanged, failed: progress.failed, pruned: progress.pruned, seconds: (Date.now() - progress.startedAt) / 1000 }, 'backfill complete');
+    return progress;
+  }
+
+  /**
+   * One page of records into embed jobs: validated with the event mapping (an invalid record is
+   * dead-lettered alone), coalesced per item, offered to the item state (which drops what the
+   * sink holds already and marks every item for the prune), and queued below live jobs.
+   */
+  private async queuePage(backfillId: string, records: SourceRecord[]): Promise<PageCounts> {
+    const { config, embedQueue, deadLetters, state, store } = this.options;
+    const acceptedAt = Date.now();
+    const newest = new Map<string, { change: QueuedChange; bytes: number }>();
+    const dead: DeadLetter[] = [];
+    for (const record of records) {
+      const source = `backfill:${backfillId}/${record.position}`;
+      try {
+        const event = this.parse(record);
+        const change: QueuedChange = { ...event, source, acceptedAt, backfill: backfillId };
+        // Sized as queued; this also refuses a record that cannot be serialized, alone.
+        const bytes = Buffer.byteLength(JSON.stringify(change));
+        const held = newest.get(event.itemId);
+        if (held === undefined || !isAfter(held.change, change)) newest.set(event.itemId, { change, bytes });
+      } catch (error) {
+        const original = record.kind === 'bytes' ? (record.value ?? Buffer.alloc(0)) : Buffer.from(safeJson(record.row));
+        dead.push({ stage: 'backfill', code: (error as { code?: string }).code ?? 'EVENT_INVALID', reason: errorMessage(error), itemId: undefined, original, key: record.kind === 'bytes' ? record.key : null, source });
+      }
+    }
+
+    const chunks = chunkChanges([...newest.values()], config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
+    const verdicts = await state.observe(
+      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
+      this.queuedJobKeys,
+      backfillId,
+    );
+    let k = 0;
+    const jobs = chunks
+      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
+      .filter((chunk) => chunk.changes.length > 0)
+      .map(({ jobId, changes }) => ({ name: `backfill:${backfillId}`, data: { changes }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } }));
+    await store.addJobs([backfillId], jobs.map((j) => j.opts.jobId));
+    for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) await embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS));
+    await deadLetters.add(dead);
+    if (dead.length > 0) this.options.logger.warn({ backfill: backfillId, count: dead.length, first: dead[0]?.reason }, 'invalid backfill records sent to the dead-letter store');
+    this.options.metrics.jobsEnqueued.inc({ queue: 'embed' }, jobs.length);
+    const enqueued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
+    return { read: records.length, enqueued, unchanged: records.length - dead.length - enqueued, failed: dead.length };
+  }
+
+  private parse(record: SourceRecord): ChangeEvent {
+    const mapping = this.options.config.events;
+    if (record.kind === 'row') return parseChangeRecord(record.row, null, undefined, mapping);
+    return parseChangeEvent({ key: record.key, value: record.value, timestampMs: record.timestampMs }, mapping);
+  }
+
+  /**
+   * Deletes the points of items this pass's source did not have: not marked by the pass, and not
+   * changed since it started (a live event may have created an item the source never saw). Each
+   * delete carries the item's current version, and at an equal version a delete comes after an
+   * upsert, so it applies; a live change newer than that still wins. Skipped when rows of the
+   * pass were invalid: their items cannot be told from items the source lacks.
+   */
+  private async prune(backfillId: string, progress: BackfillProgress, spec: BackfillJob, logger: Logger): Promise<number> {
+    if (progress.failed > 0) {
+      logger.warn({ failed: progress.failed }, 'prune skipped: some rows of the pass were invalid (see the dead-letter store), and their items would look absent from the source');
+      return 0;
+    }
+    const sink = await this.options.openSink();
+    let pruned = 0;
+    try {
+      let page: StoredRecord[] = [];
+      for await (const record of sink.scan({ pageSize: PRUNE_PAGE })) {
+        page.push(record);
+        if (page.length < PRUNE_PAGE) continue;
+        pruned += await this.prunePage(backfillId, page, progress.startedAt);
+        page = [];
+        await this.throwIfCancelled(backfillId);
+        await this.waitForJobsInFlight(backfillId, this.options.config.backfill.maxJobsInFlight);
+      }
+      pruned += await this.prunePage(backfillId, page, progress.startedAt);
+    } finally {
+      await sink.close();
+    }
+    logger.info({ pruned, prune: spec.prune }, 'prune queued the deletes of items the source no longer has');
+    return pruned;
+  }
+
+  private async prunePage(backfillId: string, records: StoredRecord[], startedAt: number): Promise<number> {
+    if (records.length === 0) return 0;
+    const { state, store, embedQueue, config } = this.options;
+    const marks = await state.backfillMarks(records.map((r) => r.itemId));
+    const acceptedAt = Date.now();
+    const deletes: QueuedChange[] = [];
+    records.forEach((record, i) => {
+      const mark = marks[i] as (typeof marks)[number];
+      if (mark.pass === backfillId || (mark.acceptedAt !== undefined && mark.acceptedAt >= startedAt) || mark.seenDeleted) return;
+      const version = Math.max(Number(record.payload.version) || 0, mark.seen ?? 0);
+      deletes.push({ itemId: record.itemId, op: 'delete', version, versionSource: 'version', updatedAt: undefined, text: undefined, metadata: {}, source: `backfill:${backfillId}/prune`, acceptedAt, backfill: backfillId });
+    });
+    if (deletes.length === 0) return 0;
+    const chunks = chunkChanges(deletes.map((change) => ({ change, bytes: 200 })), config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
+    const verdicts = await state.observe(
+      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
+      this.queuedJobKeys,
+    );
+    let k = 0;
+    const jobs = chunks
+      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
+      .filter((chunk) => chunk.changes.length > 0)
+      .map(({ jobId, changes }) => ({ name: `prune:${backfillId}`, data: { changes }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } }));
+    await store.addJobs([backfillId], jobs.map((j) => j.opts.jobId));
+    if (jobs.length > 0) await embedQueue.addBulk(jobs);
+    const queued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
+    this.options.metrics.backfillRows.inc({ outcome: 'pruned' }, queued);
+    return queued;
+  }
+
+  /** Holds the backfill while `limit` or more of its jobs are unfinished; live jobs go first meanwhile. */
+  private async waitForJobsInFlight(backfillId: string, limit: number): Promise<void> {
+    for (;;) {
+      if ((await this.options.store.jobsInFlight(backfillId)) < limit) return;
+      await this.throwIfCancelled(backfillId);
+      await sleep(ROOM_POLL_MS);
+    }
+  }
+
+  private async throwIfCancelled(backfillId: string): Promise<void> {
+    if (this.stopping?.aborted) throw new ShutdownInterrupt();
+    if (await this.options.store.cancelRequested(backfillId)) {
+      throw new BackfillError('BACKFILL_CANCELLED', 'cancelled by an operator (`indexer backfill cancel`); the changes it queued already are still written', { canRetry: false });
+    }
+  }
+}
+
+/** The process is shutting down: the job is handed back at its checkpoint. */
+class ShutdownInterrupt extends Error {}
+
+function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    return JSON.stringify({ unserializable: errorMessage(error) });
+  }
+}
