@@ -57,14 +57,17 @@ export class BackfillControl {
   }
 
   async status(id: string): Promise<BackfillStatus | undefined> {
+    // The state first: the job read after it is at least as new (a finished job's reason and
+    // progress are in it).
+    const state = await this.queue.getJobState(id);
     const job = await this.queue.getJob(id);
-    return job ? this.describe(job) : undefined;
+    return job ? this.describe(job, state) : undefined;
   }
 
   /** Every backfill the queue holds: running and waiting first, then the finished, newest first. */
   async list(limit = 50): Promise<BackfillStatus[]> {
     const jobs = await this.queue.getJobs(['active', 'waiting', 'prioritized', 'delayed', 'completed', 'failed'], 0, limit - 1);
-    return Promise.all(jobs.filter((j): j is Job<BackfillJobData, BackfillProgress> => j !== undefined).map((j) => this.describe(j)));
+    return Promise.all(jobs.filter((j): j is Job<BackfillJobData, BackfillProgress> => j !== undefined).map(async (j) => this.describe(j, await j.getState())));
   }
 
   /**
@@ -103,8 +106,7 @@ export class BackfillControl {
     return this.queue.close();
   }
 
-  private async describe(job: Job<BackfillJobData, BackfillProgress>): Promise<BackfillStatus> {
-    const state = await job.getState();
+  private describe(job: Job<BackfillJobData, BackfillProgress>, state: JobState | 'unknown'): BackfillStatus {
     const progress = isBackfillProgress(job.progress) ? job.progress : undefined;
     const seconds = progress ? ((job.finishedOn ?? progress.updatedAt) - progress.startedAt) / 1000 : 0;
     const rowsPerSecond = progress && seconds > 0 ? progress.read / seconds : undefined;

@@ -11,6 +11,7 @@ import { decodeVector, encodeVector, newJobId, type defaultJobOptions, type Item
 import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
 import type { InflightVectors } from './inflight-vectors.js';
+import { RecentPurchases } from './recent-purchases.js';
 import type { EmbeddingProvider } from './provider.js';
 import type { PreparedText, Tokenizer } from './tokenizer.js';
 import type { UsageStore } from './usage.js';
@@ -63,6 +64,8 @@ interface PreparedTask {
  */
 export class EmbedStage {
   private readonly batcher: MicroBatcher<PreparedTask, void>;
+  /** Texts being bought, or just bought, by batches of this process. */
+  private readonly purchases = new RecentPurchases<Outcome<Float32Array>>();
   /** The pause in progress: batches failing together pause (and say so) once. */
   private pausing: Promise<void> | undefined;
 
@@ -94,27 +97,39 @@ export class EmbedStage {
   }
 
   private async runBatch(tasks: PreparedTask[]): Promise<Outcome<void>[]> {
+    const reader = this.purchases.beginRead();
+    try {
+      return await this.readAndBuy(tasks, reader);
+    } finally {
+      this.purchases.endRead(reader);
+    }
+  }
+
+  private async readAndBuy(tasks: PreparedTask[], reader: number): Promise<Outcome<void>[]> {
     const { provider, metrics } = this.options;
     const outcomes: Outcome<void>[] = tasks.map(() => ({ ok: true, value: undefined }));
     // The hash is over the text as embedded: after templating and truncation.
     const hashes = tasks.map((t) => (t.prepared ? contentHash(t.prepared.text, provider.model, provider.dimensions) : undefined));
-    // The state and the vectors in flight are read together: the lookup asks for every text's
-    // hash, a superset of those that will need a vector, in the same single HMGET.
-    const [states, inflight] = await Promise.all([this.options.state.getMany(tasks.map((t) => t.change.itemId)), this.options.inflight.lookup([...new Set(hashes.filter((h): h is string => h !== undefined))])]);
+    // The vectors in flight and the state are read together, in that order on one connection: the
+    // writer records a write before it forgets the vector in flight (also in order), so a vector
+    // missed here is one the state read after it already shows as written. The lookup asks for
+    // every text's hash, a superset of those that will need a vector, in one HMGET.
+    const [inflight, states] = await Promise.all([this.options.inflight.lookup([...new Set(hashes.filter((h): h is string => h !== undefined))]), this.options.state.getMany(tasks.map((t) => t.change.itemId))]);
 
-    const superseded = (i: number) => {
-      const { seen, seenDeleted } = states[i] as ItemState;
-      return seen !== undefined && isAfter({ version: seen, op: seenDeleted ? 'delete' : 'upsert' }, (tasks[i] as PreparedTask).change);
-    };
-    const alreadyEmbedded = (i: number) => {
-      const s = states[i] as ItemState;
-      return hashes[i] !== undefined && s.writtenVersion !== undefined && !s.deleted && s.contentHash === hashes[i] && s.model === provider.model;
-    };
+    const superseded = (i: number) => isSuperseded((tasks[i] as PreparedTask).change, states[i] as ItemState);
+    const alreadyEmbedded = (i: number) => sinkHolds(hashes[i], provider.model, states[i] as ItemState);
     const needsVector = (i: number) => (tasks[i] as PreparedTask).change.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
 
     // A vector bought earlier and still waiting in the write queue is taken from there.
     const wanted = new Set(tasks.flatMap((_, i) => (needsVector(i) ? [hashes[i] as string] : [])));
     const reused = await this.options.inflight.vectorsFrom(new Map([...inflight].filter(([hash]) => wanted.has(hash))));
+    // A write job announced at the first read may have finished since (its vector is now in the
+    // sink, the job gone): those items' state is read again, so the vector is not bought twice.
+    const vanished = tasks.flatMap((_, i) => (needsVector(i) && inflight.has(hashes[i] as string) && !reused.has(hashes[i] as string) ? [i] : []));
+    if (vanished.length > 0) {
+      const fresh = await this.options.state.getMany(vanished.map((i) => (tasks[i] as PreparedTask).change.itemId));
+      vanished.forEach((i, k) => (states[i] = fresh[k] as ItemState));
+    }
     if (reused.size > 0) metrics.embeddingsAvoided.inc({ reason: 'in_flight' }, tasks.filter((_, i) => needsVector(i) && reused.has(hashes[i] as string)).length);
 
     // Identical texts (of different items) are sent once.
@@ -122,10 +137,43 @@ export class EmbedStage {
     tasks.forEach((t, i) => {
       if (needsVector(i) && !reused.has(hashes[i] as string)) tokensOf.set((t.prepared as PreparedText).text, (t.prepared as PreparedText).tokens);
     });
-    const uniqueTexts = [...tokensOf.keys()];
-    const results = await this.embedIsolating(uniqueTexts, tokensOf);
+    // A text another batch of this process is buying (or bought since this one began reading) is
+    // awaited, not bought again; the texts this batch buys are visible to others until every batch
+    // that read Redis before its write job was announced has looked.
+    const mine = [...tokensOf.keys()].filter((text) => this.purchases.get(text) === undefined);
+    const theirs = [...tokensOf.keys()].filter((text) => this.purchases.get(text) !== undefined).map((text) => [text, this.purchases.get(text) as Promise<Outcome<Float32Array>>] as const);
+    this.purchases.endRead(reader);
+    const purchase = this.embedIsolating(mine, tokensOf);
+    mine.forEach((text, i) => {
+      const one = purchase.then((results) => results[i] as Outcome<Float32Array>);
+      one.catch(() => undefined);
+      this.purchases.register(text, one);
+    });
+    try {
+      return await this.finishBatch(tasks, hashes, outcomes, states, reused, mine, purchase, theirs);
+    } finally {
+      this.purchases.retire(mine);
+    }
+  }
+
+  private async finishBatch(
+    tasks: PreparedTask[],
+    hashes: (string | undefined)[],
+    outcomes: Outcome<void>[],
+    states: ItemState[],
+    reused: Map<string, string>,
+    mine: string[],
+    purchase: Promise<Outcome<Float32Array>[]>,
+    theirs: (readonly [string, Promise<Outcome<Float32Array>>])[],
+  ): Promise<Outcome<void>[]> {
+    const { provider, metrics } = this.options;
+    const results = await purchase;
     const bought = new Map<string, Outcome<Float32Array>>();
-    uniqueTexts.forEach((text, i) => bought.set(text, results[i] as Outcome<Float32Array>));
+    mine.forEach((text, i) => bought.set(text, results[i] as Outcome<Float32Array>));
+    for (const [text, pending] of theirs) bought.set(text, await pending);
+    if (theirs.length > 0) metrics.embeddingsAvoided.inc({ reason: 'in_flight' }, theirs.length);
+    const superseded = (i: number) => isSuperseded((tasks[i] as PreparedTask).change, states[i] as ItemState);
+    const alreadyEmbedded = (i: number) => sinkHolds(hashes[i], provider.model, states[i] as ItemState);
 
     const embeddedAt = new Date().toISOString();
     const writes: ItemWrite[] = [];
@@ -251,6 +299,16 @@ export class EmbedStage {
     }
     return error;
   }
+}
+
+/** A newer change of the item was accepted: this one need not be embedded or written. */
+function isSuperseded(change: QueuedChange, state: ItemState): boolean {
+  return state.seen !== undefined && isAfter({ version: state.seen, op: state.seenDeleted ? 'delete' : 'upsert' }, change);
+}
+
+/** The sink holds this text's vector (same content hash and model) for the item. */
+function sinkHolds(hash: string | undefined, model: string, state: ItemState): boolean {
+  return hash !== undefined && state.writtenVersion !== undefined && !state.deleted && state.contentHash === hash && state.model === model;
 }
 
 /** 400/413/422 blame the input; 401/403 blame the credentials and splitting would not help. */

@@ -71,7 +71,9 @@ export class WriteStage {
     if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as ItemWrite));
     const lostSet = new Set(lost);
     const written = chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)).map((i) => items[i] as ItemWrite);
-    // Upserts written: their vectors no longer wait in the write queue.
+    // Upserts written: their vectors no longer wait in the write queue. Issued in this order on
+    // one connection, so the state shows the write before the vector in flight is forgotten (the
+    // embed stage relies on it not to buy that vector again).
     await Promise.all([
       state.recordWritten(written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model }))),
       this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),

@@ -35,17 +35,18 @@ export async function waitFor<T>(
   }
 }
 
-export function services(): { kafkaBrokers: string; redisUrl: string } {
-  return { kafkaBrokers: inject('kafkaBrokers'), redisUrl: inject('redisUrl') };
+export function services(): { kafkaBrokers: string; redisUrl: string; postgresUrl: string } {
+  return { kafkaBrokers: inject('kafkaBrokers'), redisUrl: inject('redisUrl'), postgresUrl: inject('postgresUrl') };
 }
 
 /** A config for one test: its own topic, group and queue prefix on the shared services. */
 export function testConfig(env: Record<string, string | undefined> = {}): Config {
-  const { kafkaBrokers, redisUrl } = services();
+  const { kafkaBrokers, redisUrl, postgresUrl } = services();
   const name = uniqueName('t');
   return loadConfig({
     KAFKA_BROKERS: kafkaBrokers,
     REDIS_URL: redisUrl,
+    POSTGRES_URL: postgresUrl,
     KAFKA_TOPICS: name,
     KAFKA_GROUP_ID: name,
     QUEUE_PREFIX: name,

@@ -15,35 +15,16 @@ import { ensureTopic } from '../../../src/ingest/produce.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js';
 import type { VectorSink } from '../../../src/sinks/vector-sink.js';
-import { EmbeddingsStub, stubTokens, stubVector } from '../../support/embeddings-stub.js';
+import { EmbeddingsStub, stubTokens } from '../../support/embeddings-stub.js';
 import { removeTestResources, testConfig, uniqueName, waitFor } from '../../support/helpers.js';
 import { QdrantContractServer } from '../../support/qdrant-contract/contract-server.js';
-import { expectedState, sendScripted, type ScriptedEvent } from '../../support/stream.js';
+import { expectedState, sendScripted, sinkMatchesEvents, type ScriptedEvent } from '../../support/stream.js';
 
 const DIMENSIONS = 8;
 const MODEL = 'stub-embedding';
 
 /** Fails unless the sink holds exactly the expected items, versions, metadata and vectors. */
-async function sinkMatches(sink: VectorSink, events: ScriptedEvent[]): Promise<true | string> {
-  const expected = expectedState(events);
-  const ids = [...new Set(events.map((e) => e.id))];
-  const held = new Map((await sink.retrieve(ids, { withVectors: true })).map((r) => [r.itemId, r]));
-  for (const id of ids) {
-    const want = expected.get(id);
-    const got = held.get(id);
-    if (!want) {
-      if (got) return `${id} should be deleted, sink holds version ${got.payload.version}`;
-      continue;
-    }
-    if (!got) return `${id} missing (want version ${want.version})`;
-    if (got.payload.version !== want.version) return `${id} at version ${got.payload.version}, want ${want.version}`;
-    if (got.payload.content_hash !== contentHash(want.text, MODEL, DIMENSIONS)) return `${id} holds the vector of another text`;
-    for (const [k, v] of Object.entries(want.metadata)) if (got.payload[k] !== v) return `${id}.${k} = ${JSON.stringify(got.payload[k])}, want ${JSON.stringify(v)}`;
-    const vector = stubVector(want.text, DIMENSIONS, MODEL);
-    if (got.vector?.some((x, i) => Math.abs(x - (vector[i] as number)) > 1e-5)) return `${id} vector differs from its text's`;
-  }
-  return true;
-}
+const sinkMatches = (sink: VectorSink, events: ScriptedEvent[]) => sinkMatchesEvents(sink, events, { model: MODEL, dimensions: DIMENSIONS });
 
 describe.each(['lancedb', 'qdrant'] as const)('incremental semantics into %s', (sinkKind) => {
   const stub = new EmbeddingsStub({ dimensions: DIMENSIONS });

@@ -1,0 +1,274 @@
+/**
+ * Backfills on the real parts: a file, a Kafka topic and a PostgreSQL table backfilled into an
+ * empty LanceDB sink; a re-run that costs nothing; a worker killed mid-backfill that resumes from
+ * its checkpoint; live events winning over older rows; a prune; live jobs before backfill jobs;
+ * cancelling; and job data that is refused with the field named.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Queue } from 'bullmq';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BackfillControl, type BackfillStatus } from '../../../src/backfill/backfill-control.js';
+import { BACKFILL_QUEUE, type BackfillJobData } from '../../../src/backfill/backfill-job.js';
+import { loadConfig, type Config } from '../../../src/config/config.js';
+import { createRedis } from '../../../src/queue/connection.js';
+import { createSink } from '../../../src/sinks/create-sink.js';
+import type { VectorSink } from '../../../src/sinks/vector-sink.js';
+import { EmbeddingsStub } from '../../support/embeddings-stub.js';
+import { deletePrefix, services, uniqueName, waitFor } from '../../support/helpers.js';
+import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
+import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
+import { expectedState, sinkMatchesEvents, type ScriptedEvent } from '../../support/stream.js';
+
+const CATALOG = readFileSync(new URL('../../../data/sample-catalog.ndjson', import.meta.url), 'utf8').trim().split('\n');
+const catalogEvents: ScriptedEvent[] = CATALOG.map((line) => JSON.parse(line) as ScriptedEvent);
+const embedding = { model: HARNESS_MODEL, dimensions: HARNESS_DIMENSIONS };
+const dir = mkdtempSync(join(tmpdir(), 'backfill-files-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function writeNdjson(lines: string[]): string {
+  const file = join(dir, `${uniqueName('rows')}.ndjson`);
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  return file;
+}
+
+const servedInputs = (stub: EmbeddingsStub) => stub.served.flatMap((r) => r.inputs);
+
+describe('backfills', () => {
+  const { cleanups, setup, start } = pipelineHarness('backfill');
+
+  /** A BackfillControl on the test's queues, closed after the test. */
+  function control(config: Config): BackfillControl {
+    const redis = createRedis(config.redis.url, 'backfill-test');
+    const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
+    cleanups.push(async () => {
+      await c.close();
+      await redis.quit();
+    });
+    return c;
+  }
+
+  async function runToEnd(c: BackfillControl, data: BackfillJobData): Promise<BackfillStatus> {
+    const id = await c.start(data);
+    return waitFor(`backfill ${id} finished`, async () => {
+      const s = await c.status(id);
+      return s?.state === 'completed' || s?.state === 'failed' ? s : undefined;
+    });
+  }
+
+  const matches = (sink: VectorSink | undefined, events: ScriptedEvent[]) => sinkMatchesEvents(sink as VectorSink, events, embedding);
+
+  it('backfills the sample catalog from a file into an empty sink, and a re-run makes no embeddings request', async () => {
+    const { stub, config } = await setup();
+    const pipeline = await start(config, ['embed', 'write', 'backfill']);
+    const c = control(config);
+    const file = writeNdjson(CATALOG);
+
+    const first = await runToEnd(c, { source: { kind: 'file', path: file } });
+    expect(first.state).toBe('completed');
+    expect(first.progress).toMatchObject({ phase: 'done', read: CATALOG.length, failed: 0, total: CATALOG.length });
+    expect(await matches(pipeline.sink, catalogEvents)).toBe(true);
+    const live = expectedState(catalogEvents);
+    expect(await pipeline.sink?.count()).toBe(live.size);
+    // Every live item's final text was bought, and no text twice.
+    const bought = servedInputs(stub);
+    expect(new Set(bought).size).toBe(bought.length);
+
+    const requests = stub.served.length;
+    const again = await runToEnd(c, { source: { kind: 'file', path: file } });
+    expect(again.progress).toMatchObject({ phase: 'done', read: CATALOG.length, enqueued: 0, unchanged: CATALOG.length });
+    expect(stub.served.length).toBe(requests);
+  });
+
+  it('backfills from a Kafka topic, up to the end offsets taken when it started', async () => {
+    const { config, produce } = await setup();
+    await produce(CATALOG);
+    const pipeline = await start(config, ['embed', 'write', 'backfill']);
+    const c = control(config);
+    const status = await runToEnd(c, { source: { kind: 'kafka', topic: config.kafka.topics[0] as string } });
+    expect(status.state).toBe('completed');
+    expect(status.progress).toMatchObject({ read: CATALOG.length, failed: 0 });
+    expect(await matches(pipeline.sink, catalogEvents)).toBe(true);
+  });
+
+  it('backfills from a PostgreSQL table, paged on its key', async () => {
+    const { postgresUrl } = services();
+    const client = new pg.Client({ connectionString: postgresUrl });
+    await client.connect();
+    const table = uniqueName('products').replace(/-/g, '_');
+    cleanups.push(async () => {
+      await client.query(`DROP TABLE IF EXISTS ${table}`);
+      await client.end();
+    });
+    // The table holds each item's current row: what the catalog's events leave.
+    await client.query(`CREATE TABLE ${table} (id text PRIMARY KEY, version bigint NOT NULL, updated_at timestamptz, text text NOT NULL, metadata jsonb)`);
+    const rows = [...expectedState(catalogEvents)].map(([id, item]) => ({ id, version: item.version, text: item.text, metadata: item.metadata, updated_at: '2026-11-20T08:00:00.000Z' }));
+    await client.query(`INSERT INTO ${table} SELECT * FROM json_populate_recordset(null::${table}, $1)`, [JSON.stringify(rows)]);
+
+    const { config } = await setup({ BACKFILL_PAGE_SIZE: '250' });
+    const pipeline = await start(config, ['embed', 'write', 'backfill']);
+    const status = await runToEnd(control(config), { source: { kind: 'postgres', table, keyColumn: 'id' } });
+    expect(status.state).toBe('completed');
+    expect(status.progress).toMatchObject({ read: rows.length, failed: 0, total: rows.length });
+    expect(await matches(pipeline.sink, catalogEvents)).toBe(true);
+    expect(await pipeline.sink?.count()).toBe(rows.length);
+  });
+
+  it('resumes from its checkpoint after the worker is killed (SIGKILL): nothing missing, nothing paid twice beyond the jobs in flight', async () => {
+    const stub = new EmbeddingsStub({ dimensions: HARNESS_DIMENSIONS, latencyMs: 40 });
+    const lancedb = mkdtempSync(join(tmpdir(), 'backfill-kill-'));
+    const name = uniqueName('bfkill');
+    const { kafkaBrokers, redisUrl } = services();
+    const env: Record<string, string> = {
+      KAFKA_BROKERS: kafkaBrokers,
+      REDIS_URL: redisUrl,
+      KAFKA_TOPICS: name,
+      KAFKA_GROUP_ID: name,
+      QUEUE_PREFIX: name,
+      EMBEDDINGS_BASE_URL: await stub.start(),
+      EMBEDDINGS_MODEL: HARNESS_MODEL,
+      EMBEDDINGS_DIMENSIONS: String(HARNESS_DIMENSIONS),
+      EMBEDDINGS_BATCH_SIZE: '32',
+      LANCEDB_URI: lancedb,
+      COLLECTION: name,
+      BACKFILL_PAGE_SIZE: '32',
+      EMBED_JOB_MAX_ITEMS: '32',
+      BACKFILL_MAX_JOBS_IN_FLIGHT: '2',
+      // A dead worker's backfill is taken over this long after its last lock renewal.
+      JOB_LOCK_MS: '2000',
+      EMBED_BATCH_LINGER_MS: '5',
+      WRITE_BATCH_LINGER_MS: '5',
+    };
+    const workers: WorkerProcess[] = [];
+    cleanups.push(async () => {
+      for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+      await stub.stop();
+      await deletePrefix(redisUrl, name);
+      rmSync(lancedb, { recursive: true, force: true });
+    });
+    const config = loadConfig(env);
+    const c = control(config);
+    const rows = CATALOG.slice(0, 1500);
+    const id = await c.start({ source: { kind: 'file', path: writeNdjson(rows) } });
+
+    workers.push(spawnWorker('embed,write,backfill', env));
+    await waitFor('a third of the file read', async () => ((await c.status(id))?.progress?.read ?? 0) >= 500, { timeoutMs: 90_000 });
+    (workers[0] as WorkerProcess).child.kill('SIGKILL');
+    await (workers[0] as WorkerProcess).exited;
+    const readAtKill = (await c.status(id))?.progress?.read ?? 0;
+    expect(readAtKill).toBeLessThan(rows.length);
+
+    workers.push(spawnWorker('embed,write,backfill', env));
+    const done = await waitFor('the backfill completed by the second worker', async () => {
+      const s = await c.status(id);
+      return s?.state === 'completed' ? s : undefined;
+    }, { timeoutMs: 120_000 });
+    expect((workers[1] as WorkerProcess).output()).toMatch(/"read":[1-9]\d*,"msg":"backfill resumes from its checkpoint"/);
+    expect(done.progress?.read).toBe(rows.length);
+
+    const sink = createSink(config.sink, HARNESS_DIMENSIONS);
+    await sink.open();
+    try {
+      expect(await sinkMatchesEvents(sink, rows.map((l) => JSON.parse(l) as ScriptedEvent), embedding)).toBe(true);
+    } finally {
+      await sink.close();
+    }
+    // What the killed worker held and had bought but not handed to a write job is bought again:
+    // at most its jobs in flight (2 jobs of 32 changes). Everything else once.
+    const inputs = servedInputs(stub);
+    const repeats = inputs.length - new Set(inputs).size;
+    expect(repeats).toBeLessThanOrEqual(2 * 32);
+  });
+
+  it('never writes a backfill row over a newer version that a live event wrote', async () => {
+    const { stub, config, produce } = await setup();
+    const pipeline = await start(config, ['ingest', 'embed', 'write', 'backfill']);
+    await produce([upsertEvent('live-1', 10, 'live text at ten', { price: 10 })]);
+    await waitFor('the live event written', async () => (await pipeline.sink?.retrieve(['live-1']))?.[0]?.payload.version === 10);
+
+    const file = writeNdjson([upsertEvent('live-1', 5, 'old catalog text', { price: 5 }), upsertEvent('other-1', 1, 'another item')]);
+    const status = await runToEnd(control(config), { source: { kind: 'file', path: file } });
+    expect(status.progress).toMatchObject({ read: 2, enqueued: 1, unchanged: 1 });
+    await waitFor('the other item written', async () => (await pipeline.sink?.retrieve(['other-1']))?.length === 1);
+    const [held] = (await pipeline.sink?.retrieve(['live-1'])) ?? [];
+    expect(held?.payload).toMatchObject({ version: 10, price: 10 });
+    expect(servedInputs(stub)).not.toContain('old catalog text');
+  });
+
+  it('prunes only what the source lacks, and keeps an item a live event created after the pass started', async () => {
+    const { config, produce } = await setup({ BACKFILL_PAGE_SIZE: '20', EMBED_JOB_MAX_ITEMS: '20', BACKFILL_MAX_JOBS_IN_FLIGHT: '1' });
+    const pipeline = await start(config, ['ingest', 'embed', 'write', 'backfill']);
+    await produce(['keep-a', 'keep-b', 'gone-c'].map((id) => upsertEvent(id, 1, `text of ${id}`)));
+    await waitFor('three live items', async () => (await pipeline.sink?.count()) === 3);
+
+    const fillers = Array.from({ length: 400 }, (_, i) => upsertEvent(`filler-${i}`, 1, `filler text ${i}`));
+    const file = writeNdjson([upsertEvent('keep-a', 1, 'text of keep-a'), upsertEvent('keep-b', 1, 'text of keep-b'), ...fillers]);
+    const c = control(config);
+    const id = await c.start({ source: { kind: 'file', path: file }, prune: true });
+    await waitFor('the pass under way', async () => ((await c.status(id))?.progress?.read ?? 0) > 0);
+    await produce([upsertEvent('live-d', 1, 'created while the backfill runs')]);
+    await waitFor('live-d ingested', async () => (await consumed(pipeline)) === 4);
+
+    const status = await waitFor('the backfill finished', async () => {
+      const s = await c.status(id);
+      return s?.state === 'completed' || s?.state === 'failed' ? s : undefined;
+    });
+    expect(status.state).toBe('completed');
+    expect(status.progress?.pruned).toBe(1);
+    await waitFor('live-d written', async () => (await pipeline.sink?.retrieve(['live-d']))?.length === 1);
+    const held = new Set((await pipeline.sink?.retrieve(['keep-a', 'keep-b', 'gone-c', 'live-d', 'filler-0', 'filler-399']))?.map((r) => r.itemId));
+    expect([...held].sort()).toEqual(['filler-0', 'filler-399', 'keep-a', 'keep-b', 'live-d']);
+    expect(await pipeline.sink?.count()).toBe(2 + 400 + 1);
+  });
+
+  it('hands out a waiting live job before every waiting backfill job', async () => {
+    const { stub, config, produce } = await setup({ EMBED_CONCURRENCY: '1', EMBEDDINGS_BATCH_SIZE: '10', EMBED_JOB_MAX_ITEMS: '10', BACKFILL_PAGE_SIZE: '10', BACKFILL_MAX_JOBS_IN_FLIGHT: '5' });
+    // No embed worker yet: the backfill queues its first jobs and waits at its bound.
+    const front = await start(config, ['ingest', 'backfill']);
+    const c = control(config);
+    const id = await c.start({ source: { kind: 'file', path: writeNdjson(Array.from({ length: 200 }, (_, i) => upsertEvent(`bulk-${i}`, 1, `bulk text ${i}`))) } });
+    await waitFor('five backfill jobs waiting', async () => (await front.embedQueue.getPrioritizedCount()) === 5);
+    await produce([upsertEvent('urgent-1', 1, 'live text that must not wait')]);
+    await waitFor('the live job waiting', async () => (await front.embedQueue.getWaitingCount()) === 1);
+
+    const workers = await start(config, ['embed', 'write']);
+    await waitFor('the backfill finished', async () => (await c.status(id))?.state === 'completed');
+    expect(stub.served[0]?.inputs).toEqual(['live text that must not wait']);
+    expect(await workers.sink?.count()).toBe(201);
+  });
+
+  it('cancels a running backfill at its next page, and refuses invalid job data naming the field', async () => {
+    const { config } = await setup({ BACKFILL_PAGE_SIZE: '10', BACKFILL_MAX_JOBS_IN_FLIGHT: '1' });
+    // Without embed workers the backfill stays at its bound: running, never finishing.
+    await start(config, ['backfill']);
+    const c = control(config);
+    const id = await c.start({ source: { kind: 'file', path: writeNdjson(Array.from({ length: 100 }, (_, i) => upsertEvent(`c-${i}`, 1, `text ${i}`))) } });
+    await waitFor('the backfill running', async () => ((await c.status(id))?.progress?.read ?? 0) > 0);
+    expect(await c.cancel(id)).toBe('cancelling');
+    const cancelled = await waitFor('the backfill failed as cancelled', async () => {
+      const s = await c.status(id);
+      return s?.state === 'failed' ? s : undefined;
+    });
+    expect(cancelled.failedReason).toContain('BACKFILL_CANCELLED');
+    expect(cancelled.progress?.read).toBeLessThan(100);
+
+    // Job data from another service, put straight on the queue: refused at once, without retries.
+    const redis = createRedis(config.redis.url, 'backfill-test-raw');
+    const queue = new Queue(BACKFILL_QUEUE, { connection: redis, prefix: config.redis.prefix });
+    cleanups.push(async () => {
+      await queue.close();
+      await redis.quit();
+    });
+    await queue.add('file', { source: { kind: 'file', path: 'relative/catalog.ndjson' } }, { jobId: 'bad-1', attempts: 5 });
+    const bad = await waitFor('the invalid job failed', async () => {
+      const s = await c.status('bad-1');
+      return s?.state === 'failed' ? s : undefined;
+    });
+    expect(bad.failedReason).toMatch(/BACKFILL_INVALID: .*source\.path: expected an absolute path/);
+    expect(bad.attempts).toBe(1);
+  });
+});
+
+
