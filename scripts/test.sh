@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install.sh
 echo "[test] type-check" >&2
 npx tsc -p tsconfig.json --noEmit
-bash scripts/services/up.sh
+bash scripts/services/up.sh redis kafka postgres
 mkdir -p .cache
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/test-results.json "$@" || status=$?

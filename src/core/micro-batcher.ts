@@ -12,6 +12,13 @@ export interface MicroBatcherOptions<I, O> {
   /** An item's weight (say, its tokens); a batch never exceeds maxWeight, unless one item alone does. */
   weigh?: (item: I) => number;
   maxWeight?: number;
+  /**
+   * Items that must not wait behind background work (live changes, against a backfill's): while
+   * any waits, the next batch holds only such items. Batches of background items alone hold at
+   * most `backgroundMaxSize`, so an urgent item waits for at most one small batch already running.
+   */
+  urgent?: (item: I) => boolean;
+  backgroundMaxSize?: number;
 }
 
 interface Waiting<I, O> {
@@ -56,7 +63,7 @@ export class MicroBatcher<I, O> {
     this.timer = undefined;
     const limit = this.options.maxConcurrent ?? Number.POSITIVE_INFINITY;
     while (this.waiting.length > 0 && this.running.size < limit) {
-      const batch = this.waiting.splice(0, this.nextBatchLength());
+      const batch = this.takeBatch();
       for (const w of batch) this.waitingWeight -= w.weight;
       const run: Promise<void> = this.runBatch(batch).finally(() => {
         this.running.delete(run);
@@ -67,13 +74,25 @@ export class MicroBatcher<I, O> {
     }
   }
 
-  /** How many waiting items the next batch takes: up to maxSize, and up to maxWeight (at least one). */
-  private nextBatchLength(): number {
-    const { maxWeight, maxSize } = this.options;
+  /** The next batch: urgent items first (alone), else background items up to backgroundMaxSize. */
+  private takeBatch(): Waiting<I, O>[] {
+    const { urgent, backgroundMaxSize, maxSize } = this.options;
+    if (urgent === undefined) return this.waiting.splice(0, this.nextBatchLength(this.waiting, maxSize));
+    const pressing = this.waiting.filter((w) => urgent(w.item));
+    if (pressing.length === 0) return this.waiting.splice(0, this.nextBatchLength(this.waiting, backgroundMaxSize ?? maxSize));
+    const batch = pressing.slice(0, this.nextBatchLength(pressing, maxSize));
+    const taken = new Set(batch);
+    this.waiting = this.waiting.filter((w) => !taken.has(w));
+    return batch;
+  }
+
+  /** How many of `waiting` the next batch takes: up to `maxSize`, and up to maxWeight (at least one). */
+  private nextBatchLength(waiting: Waiting<I, O>[], maxSize: number): number {
+    const { maxWeight } = this.options;
     if (maxWeight === undefined) return maxSize;
     let weight = 0;
     let length = 0;
-    for (const w of this.waiting) {
+    for (const w of waiting) {
       if (length >= maxSize) break;
       weight += w.weight;
       if (length > 0 && weight > maxWeight) break;

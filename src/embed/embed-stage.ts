@@ -78,6 +78,8 @@ export class EmbedStage {
       // this over-counts a little, which errs on the safe side.
       weigh: (task) => task.prepared?.tokens ?? 0,
       maxWeight: options.maxBatchTokens,
+      // A live change goes out in a request of live changes, not behind a backfill's batch.
+      urgent: (task) => task.change.backfill === undefined,
     });
   }
 

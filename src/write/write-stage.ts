@@ -36,7 +36,15 @@ export class WriteStage {
   private readonly batcher: MicroBatcher<ItemWrite, void>;
 
   constructor(private readonly options: WriteStageOptions) {
-    this.batcher = new MicroBatcher({ maxSize: options.batchSize, lingerMs: options.lingerMs, run: (items) => this.runBatch(items), maxConcurrent: 1 });
+    this.batcher = new MicroBatcher({
+      maxSize: options.batchSize,
+      lingerMs: options.lingerMs,
+      run: (items) => this.runBatch(items),
+      maxConcurrent: 1,
+      // Batches run one at a time: a live write must not wait behind a large batch of backfill rows.
+      urgent: (item) => item.backfill === undefined,
+      backgroundMaxSize: Math.max(1, Math.floor(options.batchSize / BACKFILL_BATCH_DIVISOR)),
+    });
   }
 
   /** One write job's writes: one outcome per write, in order. */
@@ -134,6 +142,9 @@ function toSinkBatch(writes: ItemWrite[], indexedAt: string): SinkBatch {
     deletes: of('delete').map((w) => ({ itemId: w.itemId, version: w.version })),
   };
 }
+
+/** Backfill rows are written in batches of WRITE_BATCH_SIZE / this: what a live write may wait behind. */
+const BACKFILL_BATCH_DIVISOR = 2;
 
 /** How often a write job held by a sink outage tries again. */
 const SINK_OUTAGE_RECHECK_MS = 5_000;

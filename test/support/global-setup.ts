@@ -15,7 +15,7 @@ declare module 'vitest' {
  * test uses its own topics, groups and queue prefixes, so no state carries over.
  */
 export default function setup(project: TestProject): void {
-  const result = spawnSync('bash', ['scripts/services/up.sh'], { stdio: 'inherit', env: process.env });
+  const result = spawnSync('bash', ['scripts/services/up.sh', 'redis', 'kafka', 'postgres'], { stdio: 'inherit', env: process.env });
   if (result.status !== 0) throw new Error('could not start Redis, Kafka and PostgreSQL (scripts/services/up.sh failed; see above)');
   project.provide('kafkaBrokers', process.env.KAFKA_BROKERS ?? '127.0.0.1:9092');
   project.provide('redisUrl', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');

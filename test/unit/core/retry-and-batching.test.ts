@@ -82,6 +82,32 @@ describe('MicroBatcher', () => {
   });
 });
 
+describe('MicroBatcher with an urgent lane', () => {
+  it('runs waiting urgent items next, alone, and keeps background batches small', async () => {
+    const batches: string[][] = [];
+    let release: () => void = () => undefined;
+    const batcher = new MicroBatcher<string, void>({
+      maxSize: 8,
+      lingerMs: 1,
+      maxConcurrent: 1,
+      urgent: (item) => item.startsWith('live'),
+      backgroundMaxSize: 2,
+      run: async (items) => {
+        batches.push(items);
+        if (batches.length === 1) await new Promise<void>((r) => (release = r));
+        return items.map(() => ({ ok: true, value: undefined }));
+      },
+    });
+    const first = batcher.submit('bf-0');
+    batcher.flush();
+    // While the first batch runs, background items pile up, then a live one arrives.
+    const rest = ['bf-1', 'bf-2', 'bf-3', 'live-1', 'bf-4'].map((item) => batcher.submit(item));
+    release();
+    await Promise.all([first, ...rest]);
+    expect(batches).toEqual([['bf-0'], ['live-1'], ['bf-1', 'bf-2'], ['bf-3', 'bf-4']]);
+  });
+});
+
 describe('MicroBatcher with weights', () => {
   it('never lets a batch exceed the weight limit, unless one item alone does', async () => {
     const batches: number[][] = [];
