@@ -50,6 +50,8 @@ export const BackfillJobSchema = z.strictObject({
   prune: z.boolean().default(false),
   /** Rows per page; default BACKFILL_PAGE_SIZE. */
   pageSize: z.int().min(1).max(100_000).optional(),
+  /** Buy the embeddings through OpenAI's Batch API (half the price, within 24 h). */
+  batchApi: z.boolean().default(false),
 });
 
 export type BackfillSourceSpec = z.infer<typeof BackfillSourceSchema>;
@@ -106,6 +108,15 @@ export interface BackfillProgress {
   /** ms since epoch: when the pass started (kept across restarts), and the last update. */
   startedAt: number;
   updatedAt: number;
+  /**
+   * Batch API only: the batch submitted for the next `rows` rows from `cursor`, while it runs. A
+   * restart re-reads those rows and waits for this batch instead of submitting another (its
+   * results are keyed by content hash, so rows read in another order still find their vectors).
+   */
+  batch?: { id: string; rows: number } | undefined;
+  /** Batch API only: inputs the batches embedded, and those that failed and went the normal way. */
+  batchInputs?: number;
+  batchFailed?: number;
 }
 
 export function initialProgress(now = Date.now()): BackfillProgress {

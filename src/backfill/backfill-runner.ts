@@ -8,7 +8,9 @@ import { parseChangeEvent, parseChangeRecord, type ChangeEvent } from '../ingest
 import { chunkChanges } from '../ingest/ingest-consumer.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { EMBED_QUEUE, type defaultJobOptions, type EmbedJobData, type QueuedChange } from '../queue/jobs.js';
+import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import type { InflightVectors } from '../embed/inflight-vectors.js';
+import type { BatchApiEmbedder } from './batch-api-embedder.js';
 import type { StoredRecord, VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore, QueuedJobKeys } from '../state/item-state.js';
 import { BACKFILL_PRIORITY, initialProgress, isBackfillProgress, parseBackfillJob, type BackfillJob, type BackfillJobData, type BackfillProgress } from './backfill-job.js';
@@ -25,6 +27,11 @@ export interface BackfillRunnerOptions {
   jobOptions: ReturnType<typeof defaultJobOptions>;
   /** A sink handle for the prune's scan (opened only when a job prunes). */
   openSink: () => Promise<VectorSink>;
+  /** Where Batch API results go (write jobs), and their vectors are announced. */
+  writeQueue: Queue<WriteJobData>;
+  inflight: InflightVectors;
+  /** The Batch API path, when the embeddings provider offers it (undefined: jobs asking for it fail). */
+  batchApi: BatchApiEmbedder | undefined;
   logger: Logger;
   metrics: Metrics;
 }
@@ -40,6 +47,26 @@ interface PageCounts {
   enqueued: number;
   unchanged: number;
   failed: number;
+}
+
+interface EmbedJobSpec {
+  name: string;
+  data: EmbedJobData;
+  opts: ReturnType<typeof defaultJobOptions> & { jobId: string; priority: number };
+}
+
+/** Batch API: the rows gathered for one batch, and where the source stands after them. */
+interface Round {
+  changes: QueuedChange[];
+  counts: PageCounts;
+  until: string | undefined;
+  fraction: number | undefined;
+}
+
+const emptyRound = (): Round => ({ changes: [], counts: { read: 0, enqueued: 0, unchanged: 0, failed: 0 }, until: undefined, fraction: undefined });
+
+function addCounts(a: PageCounts, b: PageCounts): PageCounts {
+  return { read: a.read + b.read, enqueued: a.enqueued + b.enqueued, unchanged: a.unchanged + b.unchanged, failed: a.failed + b.failed };
 }
 
 /**
@@ -91,12 +118,34 @@ export class BackfillRunner {
     logger.info({ phase: progress.phase, cursor: progress.cursor, read: progress.read }, progress.read > 0 || progress.phase !== 'reading' ? 'backfill resumes from its checkpoint' : 'backfill starts');
 
     if (progress.phase === 'reading') {
+      if (spec.batchApi && this.options.batchApi === undefined) {
+        throw new BackfillError('BACKFILL_INVALID', 'batchApi needs an OpenAI Batch API: EMBEDDINGS_PROVIDER=openai with EMBEDDINGS_PRESET=openai (the Batch API is OpenAI\'s; other servers do not offer /v1/batches)', { canRetry: false });
+      }
       const source = openSource(spec.source, id, config, logger);
       let lastLog = Date.now();
+      // Batch API: rows gather into a round (up to BATCH_API_MAX_INPUTS) whose cursor is saved
+      // only once its batch is done and its writes are queued.
+      let round: Round = emptyRound();
+      const closeRound = async () => {
+        await this.closeRound(id, round, progress, save, logger);
+        round = emptyRound();
+      };
       try {
         for await (const page of source.pages(progress.cursor, spec.pageSize ?? config.backfill.pageSize)) {
           await this.throwIfCancelled(id);
-          const counts = await this.queuePage(id, page.records);
+          const { jobs, counts } = await this.observePage(id, page.records);
+          for (const outcome of ['read', 'enqueued', 'unchanged', 'failed'] as const) metrics.backfillRows.inc({ outcome }, counts[outcome]);
+          const fraction = page.fraction;
+          if (spec.batchApi) {
+            round.changes.push(...jobs.flatMap((j) => j.data.changes));
+            round.counts = addCounts(round.counts, counts);
+            round.until = page.cursor;
+            round.fraction = fraction;
+            const pendingReached = progress.batch !== undefined && round.counts.read >= progress.batch.rows;
+            if (pendingReached || (progress.batch === undefined && round.changes.length >= config.backfill.batchApiMaxInputs)) await closeRound();
+            continue;
+          }
+          await this.enqueueEmbedJobs(id, jobs);
           const read = progress.read + counts.read;
           await save({
             cursor: page.cursor,
@@ -104,15 +153,15 @@ export class BackfillRunner {
             enqueued: progress.enqueued + counts.enqueued,
             unchanged: progress.unchanged + counts.unchanged,
             failed: progress.failed + counts.failed,
-            total: page.fraction ? Math.max(read, Math.round(read / page.fraction)) : progress.total,
+            total: fraction ? Math.max(read, Math.round(read / fraction)) : progress.total,
           });
-          for (const outcome of ['read', 'enqueued', 'unchanged', 'failed'] as const) metrics.backfillRows.inc({ outcome }, counts[outcome]);
           if (Date.now() - lastLog > 10_000) {
             lastLog = Date.now();
             logger.info({ read, enqueued: progress.enqueued, unchanged: progress.unchanged, failed: progress.failed, total: progress.total }, 'backfill progress');
           }
           await this.waitForJobsInFlight(id, config.backfill.maxJobsInFlight);
         }
+        if (spec.batchApi && (round.changes.length > 0 || round.counts.read > 0)) await closeRound();
       } finally {
         await source.close();
       }
@@ -134,11 +183,11 @@ export class BackfillRunner {
 
   /**
    * One page of records into embed jobs: validated with the event mapping (an invalid record is
-   * dead-lettered alone), coalesced per item, offered to the item state (which drops what the
-   * sink holds already and marks every item for the prune), and queued below live jobs.
+   * dead-lettered alone), coalesced per item, and offered to the item state, which drops what the
+   * sink holds already and marks every item for the prune. The jobs are returned, not yet queued.
    */
-  private async queuePage(backfillId: string, records: SourceRecord[]): Promise<PageCounts> {
-    const { config, embedQueue, deadLetters, state, store } = this.options;
+  private async observePage(backfillId: string, records: SourceRecord[]): Promise<{ jobs: EmbedJobSpec[]; counts: PageCounts }> {
+    const { config, deadLetters, state } = this.options;
     const acceptedAt = Date.now();
     const newest = new Map<string, { change: QueuedChange; bytes: number }>();
     const dead: DeadLetter[] = [];
@@ -168,13 +217,66 @@ export class BackfillRunner {
       .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
       .filter((chunk) => chunk.changes.length > 0)
       .map(({ jobId, changes }) => ({ name: `backfill:${backfillId}`, data: { changes }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } }));
-    await store.addJobs([backfillId], jobs.map((j) => j.opts.jobId));
-    for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) await embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS));
     await deadLetters.add(dead);
     if (dead.length > 0) this.options.logger.warn({ backfill: backfillId, count: dead.length, first: dead[0]?.reason }, 'invalid backfill records sent to the dead-letter store');
-    this.options.metrics.jobsEnqueued.inc({ queue: 'embed' }, jobs.length);
     const enqueued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
-    return { read: records.length, enqueued, unchanged: records.length - dead.length - enqueued, failed: dead.length };
+    return { jobs, counts: { read: records.length, enqueued, unchanged: records.length - dead.length - enqueued, failed: dead.length } };
+  }
+
+  /** Queues embed jobs below live ones, counted in the backfill's jobs in flight first. */
+  private async enqueueEmbedJobs(backfillId: string, jobs: EmbedJobSpec[]): Promise<void> {
+    await this.options.store.addJobs([backfillId], jobs.map((j) => j.opts.jobId));
+    for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) await this.options.embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS));
+    this.options.metrics.jobsEnqueued.inc({ queue: 'embed' }, jobs.length);
+  }
+
+  /**
+   * A Batch API round: its changes' texts bought in one batch (or the batch submitted before a
+   * restart), the vectors queued as write jobs, everything else (deletes, unchanged texts, failed
+   * requests) as embed jobs; then the cursor moves past the round.
+   */
+  private async closeRound(backfillId: string, round: Round, progress: BackfillProgress, save: (patch: Partial<BackfillProgress>) => Promise<void>, logger: Logger): Promise<void> {
+    const embedder = this.options.batchApi as BatchApiEmbedder;
+    const result = await embedder.embed(round.changes, {
+      existing: progress.batch?.id,
+      created: (batchId) => save({ batch: { id: batchId, rows: round.counts.read } }),
+      checkCancelled: () => this.throwIfCancelled(backfillId),
+      label: `backfill-${backfillId}`,
+    });
+    await this.enqueueWriteJobs(backfillId, result.writes);
+    const normal = chunkChanges(result.normal.map((change) => ({ change, bytes: Buffer.byteLength(JSON.stringify(change)) })), this.options.config.workers.embedJobMaxItems, this.options.config.workers.embedJobMaxBytes);
+    await this.enqueueEmbedJobs(
+      backfillId,
+      normal.map(({ jobId, changes }) => ({ name: `backfill:${backfillId}`, data: { changes: changes.map((c) => c.change) }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } })),
+    );
+    const read = progress.read + round.counts.read;
+    await save({
+      cursor: round.until ?? progress.cursor,
+      batch: undefined,
+      read,
+      enqueued: progress.enqueued + round.counts.enqueued,
+      unchanged: progress.unchanged + round.counts.unchanged,
+      failed: progress.failed + round.counts.failed,
+      total: round.fraction ? Math.max(read, Math.round(read / round.fraction)) : progress.total,
+      batchInputs: (progress.batchInputs ?? 0) + result.bought,
+      batchFailed: (progress.batchFailed ?? 0) + result.failed,
+    });
+    logger.info({ read, bought: result.bought, failed: result.failed, normal: result.normal.length }, 'Batch API round queued for writing');
+    await this.waitForJobsInFlight(backfillId, this.options.config.backfill.maxJobsInFlight);
+  }
+
+  /** Vectors bought by a batch, as write jobs (announced in flight, so live changes can reuse them). */
+  private async enqueueWriteJobs(backfillId: string, writes: ItemWrite[]): Promise<void> {
+    const per = this.options.config.embeddings.batchSize;
+    for (let i = 0; i < writes.length; i += per) {
+      const slice = writes.slice(i, i + per);
+      const jobId = newJobId('w');
+      for (const w of slice) w.heldBy = jobId;
+      await this.options.inflight.announce(slice.map((w) => w.contentHash as string), jobId);
+      await this.options.store.addJobs([backfillId], [jobId]);
+      await this.options.writeQueue.add('writes', { writes: slice }, { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY });
+    }
+    this.options.metrics.jobsEnqueued.inc({ queue: 'write' }, Math.ceil(writes.length / per));
   }
 
   private parse(record: SourceRecord): ChangeEvent {

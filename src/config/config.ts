@@ -67,7 +67,7 @@ export interface Config {
     writeBatchSize: number;
     writeLingerMs: number;
   };
-  backfill: { pageSize: number; maxJobsInFlight: number; concurrency: number; postgresUrl: string | undefined };
+  backfill: { pageSize: number; maxJobsInFlight: number; concurrency: number; postgresUrl: string | undefined; batchApiMaxInputs: number; batchApiPollMs: number };
   observability: { logLevel: string; metricsPort: number | undefined };
 }
 
@@ -231,7 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       writeBatchSize: s.WRITE_BATCH_SIZE ?? (sinkKind === 'lancedb' ? 1024 : 256),
       writeLingerMs: s.WRITE_BATCH_LINGER_MS,
     },
-    backfill: { pageSize: s.BACKFILL_PAGE_SIZE, maxJobsInFlight: s.BACKFILL_MAX_JOBS_IN_FLIGHT, concurrency: s.BACKFILL_CONCURRENCY, postgresUrl: s.POSTGRES_URL },
+    backfill: { pageSize: s.BACKFILL_PAGE_SIZE, maxJobsInFlight: s.BACKFILL_MAX_JOBS_IN_FLIGHT, concurrency: s.BACKFILL_CONCURRENCY, postgresUrl: s.POSTGRES_URL, batchApiMaxInputs: s.BATCH_API_MAX_INPUTS, batchApiPollMs: s.BATCH_API_POLL_MS },
     observability: { logLevel: s.LOG_LEVEL, metricsPort: s.METRICS_PORT },
   };
 }

@@ -131,6 +131,8 @@ export const SETTINGS = {
   BACKFILL_PAGE_SIZE: setting('backfill', int(1, 100000), '512', 'Rows a backfill reads from its source at a time; each page becomes embed jobs, and the cursor after it is checkpointed.'),
   BACKFILL_MAX_JOBS_IN_FLIGHT: setting('backfill', int(1, 10000), '8', 'Most unfinished embed and write jobs one backfill keeps queued; it reads on as they finish. Backfill jobs run after every waiting live job (a lower priority), and this bound keeps them from holding every worker slot.'),
   BACKFILL_CONCURRENCY: setting('backfill', int(1, 100), '1', 'Backfill jobs one process runs at once.'),
+  BATCH_API_MAX_INPUTS: setting('backfill', int(1, 50000), '50000', 'Most rows a Batch API backfill (`backfill start --batch-api`) puts in one batch; OpenAI allows 50,000 embedding inputs per batch.'),
+  BATCH_API_POLL_MS: setting('backfill', int(100), '30000', 'How often a Batch API backfill asks whether its batch has finished.'),
   POSTGRES_URL: setting('backfill', optionalString, undefined, 'PostgreSQL connection URL for `postgres:` backfill sources (or POSTGRES_URL_FILE); a password in it is never logged or stored in a job.', true),
 
   // Observability

@@ -21,6 +21,15 @@ export interface ModelUsage {
  * Embeddings usage per model, from the providers' own `usage` figures, kept in one Redis hash so
  * that every replica adds to the same totals and `indexer usage` can show them.
  */
+const BATCH_SUFFIX = ' (batch)';
+/** OpenAI's Batch API costs half of the synchronous price. */
+const BATCH_PRICE_FACTOR = 0.5;
+
+/** The usage key of a model's Batch API requests. */
+export function batchUsageModel(model: string): string {
+  return `${model}${BATCH_SUFFIX}`;
+}
+
 export class UsageStore {
   private readonly key: string;
 
@@ -32,9 +41,11 @@ export class UsageStore {
     this.key = `${prefix}:usage`;
   }
 
+  /** Batch API usage is recorded under `<model> (batch)` and priced at half the model's price. */
   costOf(model: string, tokens: number): number | undefined {
-    const price = this.prices[model];
-    return price === undefined ? undefined : (tokens / 1_000_000) * price;
+    const batch = model.endsWith(BATCH_SUFFIX);
+    const price = this.prices[batch ? model.slice(0, -BATCH_SUFFIX.length) : model];
+    return price === undefined ? undefined : (tokens / 1_000_000) * price * (batch ? BATCH_PRICE_FACTOR : 1);
   }
 
   async record(model: string, inputs: number, tokens: number): Promise<void> {

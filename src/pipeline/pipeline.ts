@@ -22,6 +22,8 @@ import { createSink } from '../sinks/create-sink.js';
 import { BACKFILL_QUEUE, type BackfillJobData, type BackfillProgress } from '../backfill/backfill-job.js';
 import { BackfillRunner } from '../backfill/backfill-runner.js';
 import { BackfillStore } from '../backfill/backfill-store.js';
+import { BatchApiEmbedder } from '../backfill/batch-api-embedder.js';
+import { BatchApiClient } from '../embed/batch-api.js';
 import type { VectorSink } from '../sinks/vector-sink.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { WriteStage } from '../write/write-stage.js';
@@ -167,6 +169,9 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
           await sink.open();
           return sink;
         },
+        writeQueue,
+        inflight,
+        batchApi: batchApiEmbedder(config, state, redis, logger.child({ role: 'backfill' })),
         logger: logger.child({ role: 'backfill' }),
         metrics,
       });
@@ -211,6 +216,23 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     await releasers.close(onCloseError);
     throw error;
   }
+}
+
+/** The Batch API path of backfills: OpenAI's own API only (other servers have no /v1/batches). */
+function batchApiEmbedder(config: Config, state: ItemStateStore, redis: ReturnType<typeof createRedis>, logger: Logger): BatchApiEmbedder | undefined {
+  const e = config.embeddings;
+  if (e.provider !== 'openai' || e.preset !== 'openai') return undefined;
+  return new BatchApiEmbedder({
+    client: new BatchApiClient({ baseUrl: e.baseUrl, apiKey: e.apiKey, timeoutMs: Math.max(e.timeoutMs, 120_000) }),
+    state,
+    tokenizer: new Tokenizer(e.tokenizer, e.maxInputTokens, e.truncate),
+    usage: new UsageStore(redis, config.redis.prefix, e.prices),
+    model: e.model,
+    dimensions: e.dimensions,
+    sendDimensions: e.sendDimensions,
+    pollMs: config.backfill.batchApiPollMs,
+    logger,
+  });
 }
 
 function readinessOf(provider: EmbeddingProvider | undefined): Readiness {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -47,6 +47,29 @@ export interface EmbeddingsStubOptions {
   rejectMarker?: string;
   /** A request carrying an input with this marker is answered 503, as an overloaded server does. */
   unavailableMarker?: string;
+  /** Batch API: how long a batch stays `in_progress` before it completes. */
+  batchDelayMs?: number;
+  /** Batch API: requests with an input containing this marker fail in the batch (500), not synchronously. */
+  batchFailMarker?: string;
+}
+
+/** A Batch API batch as the stub keeps it (OpenAI's batch object, plus its input lines). */
+interface StubBatch {
+  id: string;
+  object: 'batch';
+  endpoint: string;
+  errors: null | { object: 'list'; data: { code: string; message: string; line: number | null }[] };
+  input_file_id: string;
+  completion_window: string;
+  status: 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'failed' | 'expired' | 'cancelling' | 'cancelled';
+  output_file_id: string | null;
+  error_file_id: string | null;
+  created_at: number;
+  in_progress_at: number | null;
+  expires_at: number;
+  completed_at: number | null;
+  request_counts: { total: number; completed: number; failed: number };
+  metadata: Record<string, string> | null;
 }
 
 export interface StubRequest {
@@ -141,17 +164,23 @@ class MinuteBucket {
 
 export class EmbeddingsStub {
   readonly requests: StubRequest[] = [];
+  /** Batch API: uploaded files (purpose batch, and the output and error files it wrote) and batches. */
+  readonly files = new Map<string, { purpose: string; filename: string; content: string; createdAt: number }>();
+  readonly batches = new Map<string, StubBatch>();
+  /** Inputs embedded through batches (not counted in `requests`). */
+  batchInputs = 0;
   private readonly http = new LoopbackServer((req, res) => this.onRequest(req, res));
   private faults: StubFault[] = [];
   private readonly requestBucket: MinuteBucket | undefined;
   private readonly tokenBucket: MinuteBucket | undefined;
-  options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'unavailableMarker' | 'rateLimits'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'unavailableMarker' | 'rateLimits'>;
+  options: Required<Omit<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'unavailableMarker' | 'rateLimits' | 'batchDelayMs' | 'batchFailMarker'>> & Pick<EmbeddingsStubOptions, 'apiKey' | 'rejectMarker' | 'unavailableMarker' | 'rateLimits' | 'batchDelayMs' | 'batchFailMarker'>;
 
   constructor(options: EmbeddingsStubOptions = {}) {
     this.options = { dimensions: 8, latencyMs: 0, latencyJitterMs: 0, ignoreEncodingFormat: false, dialect: 'openai', ...options };
     this.requestBucket = options.rateLimits?.rpm ? new MinuteBucket(options.rateLimits.rpm) : undefined;
     this.tokenBucket = options.rateLimits?.tpm ? new MinuteBucket(options.rateLimits.tpm) : undefined;
     if (this.options.dialect === 'ollama' || this.options.dialect === 'tei') this.options.ignoreEncodingFormat = true;
+    this.options.batchDelayMs ??= 0;
   }
 
   async start(port = 0): Promise<string> {
@@ -179,8 +208,9 @@ export class EmbeddingsStub {
     const send = async (status: number, body: unknown, headers: Record<string, string> = {}) => {
       const latency = this.options.latencyMs + Math.random() * this.options.latencyJitterMs;
       if (latency > 0) await sleep(latency);
-      res.writeHead(status, { 'content-type': 'application/json', ...this.rateLimitHeaders(), ...headers });
-      res.end(JSON.stringify(body));
+      const raw = (body as { __raw?: string } | null)?.__raw;
+      res.writeHead(status, { 'content-type': raw === undefined ? 'application/json' : 'application/octet-stream', ...this.rateLimitHeaders(), ...headers });
+      res.end(raw ?? JSON.stringify(body));
     };
     const dialect = this.options.dialect;
     const url = new URL(req.url ?? '/', 'http://x');
@@ -193,6 +223,7 @@ export class EmbeddingsStub {
     }
     const error = (message: string, type: string, code: string | null = null, param: string | null = null) =>
       dialect === 'tei' ? { message, code: code ?? 422, type } : openAiError(message, type, code, param);
+    if (dialect === 'openai' && /^\/v1\/(files|batches)(\/|$)/.test(url.pathname)) return this.onBatchApi(req, url, Buffer.concat(chunks), send);
     const azure = /^\/openai\/deployments\/([^/]+)\/embeddings$/.exec(url.pathname);
     const pathOk = dialect === 'azure' ? azure !== null && url.searchParams.has('api-version') : /\/(v1\/)?embeddings$/.test(url.pathname);
     if (req.method !== 'POST' || !pathOk) {
@@ -269,6 +300,121 @@ export class EmbeddingsStub {
       }),
       model,
       usage: { prompt_tokens: tokens, total_tokens: tokens },
+    });
+  }
+
+  /**
+   * OpenAI's Batch API, as far as embeddings use it: upload a JSONL file (`POST /v1/files`,
+   * multipart, purpose `batch`), create a batch over it (`POST /v1/batches`), poll it
+   * (`GET /v1/batches/{id}`), download its output and error files (`GET /v1/files/{id}/content`).
+   * A batch completes `batchDelayMs` after it is created; each line is answered as the synchronous
+   * endpoint would (inputs with the reject marker fail, in the error file).
+   */
+  private async onBatchApi(req: IncomingMessage, url: URL, raw: Buffer, send: (status: number, body: unknown) => Promise<void>): Promise<void> {
+    if (this.options.apiKey && req.headers.authorization !== `Bearer ${this.options.apiKey}`) return send(401, openAiError('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key'));
+    const now = () => Math.floor(Date.now() / 1000);
+    if (req.method === 'POST' && url.pathname === '/v1/files') {
+      const form = await new Response(raw, { headers: { 'content-type': String(req.headers['content-type'] ?? '') } }).formData().catch(() => undefined);
+      const file = form?.get('file');
+      const purpose = form?.get('purpose');
+      if (!form || typeof file === 'string' || file === null || file === undefined) return send(400, openAiError("'file' is a required property", 'invalid_request_error', null, 'file'));
+      if (purpose !== 'batch') return send(400, openAiError(`'${String(purpose)}' is not one of ['assistants', 'batch', 'fine-tune', 'vision', 'user_data', 'evals'] - 'purpose'`, 'invalid_request_error', null, 'purpose'));
+      const id = `file-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
+      const content = await file.text();
+      this.files.set(id, { purpose, filename: file.name, content, createdAt: now() });
+      return send(200, { id, object: 'file', bytes: Buffer.byteLength(content), created_at: now(), filename: file.name, purpose });
+    }
+    const fileContent = /^\/v1\/files\/([^/]+)\/content$/.exec(url.pathname);
+    if (req.method === 'GET' && fileContent) {
+      const file = this.files.get(fileContent[1] as string);
+      if (!file) return send(404, openAiError(`No such File object: ${fileContent[1]}`, 'invalid_request_error', null, 'id'));
+      // JSONL, not JSON: sent as is.
+      return send(200, { __raw: file.content });
+    }
+    if (req.method === 'POST' && url.pathname === '/v1/batches') {
+      let body: { input_file_id?: unknown; endpoint?: unknown; completion_window?: unknown; metadata?: unknown };
+      try {
+        body = JSON.parse(raw.toString('utf8')) as typeof body;
+      } catch {
+        return send(400, openAiError('We could not parse the JSON body of your request.', 'invalid_request_error'));
+      }
+      if (body.endpoint !== '/v1/embeddings' && body.endpoint !== '/v1/chat/completions') return send(400, openAiError(`Invalid value: '${String(body.endpoint)}'. Supported values are: '/v1/chat/completions', '/v1/embeddings', ...`, 'invalid_request_error', 'invalid_value', 'endpoint'));
+      if (body.completion_window !== '24h') return send(400, openAiError(`Invalid value: '${String(body.completion_window)}'. Supported values are: '24h'.`, 'invalid_request_error', 'invalid_value', 'completion_window'));
+      const input = this.files.get(String(body.input_file_id));
+      if (!input || input.purpose !== 'batch') return send(400, openAiError(`Invalid 'input_file_id': '${String(body.input_file_id)}'.`, 'invalid_request_error', null, 'input_file_id'));
+      const lines = input.content.split('\n').filter((l) => l.trim() !== '');
+      const batch: StubBatch = {
+        id: `batch_${randomUUID().replace(/-/g, '').slice(0, 24)}`,
+        object: 'batch',
+        endpoint: body.endpoint,
+        errors: null,
+        input_file_id: String(body.input_file_id),
+        completion_window: '24h',
+        status: 'in_progress',
+        output_file_id: null,
+        error_file_id: null,
+        created_at: now(),
+        in_progress_at: now(),
+        expires_at: now() + 24 * 3600,
+        completed_at: null,
+        request_counts: { total: lines.length, completed: 0, failed: 0 },
+        metadata: (body.metadata as Record<string, string> | undefined) ?? null,
+      };
+      this.batches.set(batch.id, batch);
+      setTimeout(() => this.completeBatch(batch, lines), this.options.batchDelayMs ?? 0).unref();
+      return send(200, batch);
+    }
+    const batchPath = /^\/v1\/batches\/([^/]+)$/.exec(url.pathname);
+    if (req.method === 'GET' && batchPath) {
+      const batch = this.batches.get(batchPath[1] as string);
+      return batch ? send(200, batch) : send(404, openAiError(`No batch found with id '${batchPath[1]}'.`, 'invalid_request_error', null, 'batch_id'));
+    }
+    return send(404, openAiError(`Invalid URL (${req.method} ${req.url})`, 'invalid_request_error'));
+  }
+
+  /** Answers every line of a batch as the synchronous endpoint would; writes the output and error files. */
+  private completeBatch(batch: StubBatch, lines: string[]): void {
+    const output: string[] = [];
+    const errors: string[] = [];
+    for (const line of lines) {
+      const requestId = `batch_req_${randomUUID().replace(/-/g, '').slice(0, 24)}`;
+      let request: { custom_id?: string; method?: string; url?: string; body?: { model?: string; input?: unknown; encoding_format?: string; dimensions?: number } };
+      try {
+        request = JSON.parse(line) as typeof request;
+      } catch {
+        errors.push(JSON.stringify({ id: requestId, custom_id: null, response: null, error: { code: 'invalid_json', message: 'This line is not parseable as valid JSON.' } }));
+        continue;
+      }
+      const inputs = typeof request.body?.input === 'string' ? [request.body.input] : (request.body?.input as string[] | undefined) ?? [];
+      if (this.options.rejectMarker && inputs.some((i) => i.includes(this.options.rejectMarker as string))) {
+        errors.push(JSON.stringify({ id: requestId, custom_id: request.custom_id, response: { status_code: 400, request_id: requestId, body: openAiError("This model's maximum context length is 8192 tokens, however you requested 9000 tokens.", 'invalid_request_error', null, 'input') }, error: null }));
+        continue;
+      }
+      if (this.options.batchFailMarker && inputs.some((i) => i.includes(this.options.batchFailMarker as string))) {
+        errors.push(JSON.stringify({ id: requestId, custom_id: request.custom_id, response: { status_code: 500, request_id: requestId, body: openAiError('The server had an error processing your request.', 'server_error') }, error: null }));
+        continue;
+      }
+      const model = request.body?.model ?? '';
+      const dimensions = request.body?.dimensions ?? this.options.dimensions;
+      const tokens = inputs.reduce((sum, text) => sum + stubTokens(text), 0);
+      this.batchInputs += inputs.length;
+      const data = inputs.map((text, index) => {
+        const vector = stubVector(text, dimensions, model);
+        return { object: 'embedding', index, embedding: request.body?.encoding_format === 'base64' ? Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength).toString('base64') : Array.from(vector) };
+      });
+      output.push(JSON.stringify({ id: requestId, custom_id: request.custom_id, response: { status_code: 200, request_id: requestId, body: { object: 'list', data, model, usage: { prompt_tokens: tokens, total_tokens: tokens } } }, error: null }));
+    }
+    const file = (content: string[]) => {
+      const id = `file-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
+      this.files.set(id, { purpose: 'batch_output', filename: `${batch.id}_output.jsonl`, content: content.length ? `${content.join('\n')}\n` : '', createdAt: Math.floor(Date.now() / 1000) });
+      return id;
+    };
+    Object.assign(batch, {
+      status: 'completed',
+      output_file_id: output.length > 0 ? file(output) : null,
+      error_file_id: errors.length > 0 ? file(errors) : null,
+      completed_at: Math.floor(Date.now() / 1000),
+      request_counts: { total: lines.length, completed: output.length, failed: errors.length },
     });
   }
 

@@ -14,6 +14,7 @@ import { BackfillControl, type BackfillStatus } from '../../../src/backfill/back
 import { BACKFILL_QUEUE, type BackfillJobData } from '../../../src/backfill/backfill-job.js';
 import { loadConfig, type Config } from '../../../src/config/config.js';
 import { createRedis } from '../../../src/queue/connection.js';
+import { UsageStore } from '../../../src/embed/usage.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
 import type { VectorSink } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub } from '../../support/embeddings-stub.js';
@@ -237,6 +238,82 @@ describe('backfills', () => {
     await waitFor('the backfill finished', async () => (await c.status(id))?.state === 'completed');
     expect(stub.served[0]?.inputs).toEqual(['live text that must not wait']);
     expect(await workers.sink?.count()).toBe(201);
+  });
+
+  it('buys a backfill\'s embeddings through the Batch API (JSONL file, batch, output mapped back by custom_id), and sends its failures the normal way', async () => {
+    const { stub, config } = await setup({ BATCH_API_MAX_INPUTS: '100', BATCH_API_POLL_MS: '100', BACKFILL_PAGE_SIZE: '50' }, { batchDelayMs: 300, batchFailMarker: 'FLAKY' });
+    const pipeline = await start(config, ['embed', 'write', 'backfill']);
+    const lines = Array.from({ length: 250 }, (_, i) => upsertEvent(`batch-${i}`, 1, i % 100 === 7 ? `FLAKY text ${i}` : `batch text ${i}`, { n: i }));
+    const status = await runToEnd(control(config), { source: { kind: 'file', path: writeNdjson(lines) }, batchApi: true });
+    expect(status.state).toBe('completed');
+    expect(status.progress).toMatchObject({ read: 250, failed: 0, batchInputs: 247, batchFailed: 3 });
+    expect(await matches(pipeline.sink, lines.map((l) => JSON.parse(l) as ScriptedEvent))).toBe(true);
+
+    // Three rounds of at most 100 rows, each one batch over one uploaded JSONL file.
+    expect(stub.batches.size).toBe(3);
+    expect([...stub.files.values()].filter((f) => f.purpose === 'batch')).toHaveLength(3);
+    expect(stub.batchInputs).toBe(247);
+    // Only the three requests the batches failed were sent synchronously.
+    expect(servedInputs(stub).sort()).toEqual(['FLAKY text 107', 'FLAKY text 207', 'FLAKY text 7']);
+    const redis = createRedis(config.redis.url, 'backfill-test-usage');
+    cleanups.push(async () => void (await redis.quit()));
+    const usage = await new UsageStore(redis, config.redis.prefix, {}).totals();
+    expect(usage.find((u) => u.model === `${HARNESS_MODEL} (batch)`)?.inputs).toBe(247);
+  });
+
+  it('takes over a Batch API batch after the worker that submitted it is killed, without submitting it again', async () => {
+    const stub = new EmbeddingsStub({ dimensions: HARNESS_DIMENSIONS, batchDelayMs: 4_000 });
+    const lancedb = mkdtempSync(join(tmpdir(), 'backfill-batch-kill-'));
+    const name = uniqueName('bfbatch');
+    const { kafkaBrokers, redisUrl } = services();
+    const env: Record<string, string> = {
+      KAFKA_BROKERS: kafkaBrokers,
+      REDIS_URL: redisUrl,
+      KAFKA_TOPICS: name,
+      KAFKA_GROUP_ID: name,
+      QUEUE_PREFIX: name,
+      EMBEDDINGS_BASE_URL: await stub.start(),
+      EMBEDDINGS_MODEL: HARNESS_MODEL,
+      EMBEDDINGS_DIMENSIONS: String(HARNESS_DIMENSIONS),
+      LANCEDB_URI: lancedb,
+      COLLECTION: name,
+      BACKFILL_PAGE_SIZE: '40',
+      BATCH_API_POLL_MS: '100',
+      JOB_LOCK_MS: '2000',
+    };
+    const workers: WorkerProcess[] = [];
+    cleanups.push(async () => {
+      for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+      await stub.stop();
+      await deletePrefix(redisUrl, name);
+      rmSync(lancedb, { recursive: true, force: true });
+    });
+    const config = loadConfig(env);
+    const c = control(config);
+    const lines = Array.from({ length: 150 }, (_, i) => upsertEvent(`bk-${i}`, 1, `batch kill text ${i}`));
+    const id = await c.start({ source: { kind: 'file', path: writeNdjson(lines) }, batchApi: true });
+
+    workers.push(spawnWorker('embed,write,backfill', env));
+    await waitFor('the batch submitted and checkpointed', async () => stub.batches.size === 1 && (await c.status(id))?.progress?.batch !== undefined, { timeoutMs: 60_000 });
+    (workers[0] as WorkerProcess).child.kill('SIGKILL');
+    await (workers[0] as WorkerProcess).exited;
+
+    workers.push(spawnWorker('embed,write,backfill', env));
+    const done = await waitFor('the backfill completed by the second worker', async () => {
+      const s = await c.status(id);
+      return s?.state === 'completed' ? s : undefined;
+    }, { timeoutMs: 120_000 });
+    expect(done.progress).toMatchObject({ read: 150, batchInputs: 150, batchFailed: 0 });
+    expect(stub.batches.size).toBe(1);
+    expect(stub.batchInputs).toBe(150);
+    expect(stub.served).toHaveLength(0);
+    const sink = createSink(config.sink, HARNESS_DIMENSIONS);
+    await sink.open();
+    try {
+      expect(await sinkMatchesEvents(sink, lines.map((l) => JSON.parse(l) as ScriptedEvent), embedding)).toBe(true);
+    } finally {
+      await sink.close();
+    }
   });
 
   it('cancels a running backfill at its next page, and refuses invalid job data naming the field', async () => {
