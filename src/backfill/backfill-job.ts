@@ -67,7 +67,7 @@ export function parseBackfillJob(data: unknown): BackfillJob {
   const parsed = BackfillJobSchema.safeParse(data);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(job data)'}: ${i.message}`);
-  throw invalid(`invalid backfill job data: ${problems.join('; ')} (see "Backfill jobs" in the README)`);
+  throw invalid(`invalid backfill job data: ${problems.join('; ')} (see "Backfills" in the README: Job data)`);
 }
 
 /**

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq';
 import type { Config } from '../config/config.js';
 import { isAfter } from '../core/change-order.js';
-import { BackfillError, errorMessage, isRetryable } from '../core/errors.js';
+import { BackfillError, errorMessage, InvalidEventError, isRetryable } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { parseChangeEvent, parseChangeRecord, type ChangeEvent } from '../ingest/change-event.js';
 import { chunkChanges } from '../ingest/ingest-consumer.js';
@@ -38,6 +38,8 @@ export interface BackfillRunnerOptions {
 
 /** Embed jobs per addBulk call (one Redis round trip each). */
 const ADD_BULK_JOBS = 50;
+/** How often a backfill waiting on its source looks for a cancel. */
+const CANCEL_POLL_MS = 1_000;
 /** How often a backfill at its bound of jobs in flight looks again. */
 const ROOM_POLL_MS = 50;
 const PRUNE_PAGE = 512;
@@ -110,7 +112,8 @@ export class BackfillRunner {
     const id = job.id as string;
     this.stopping = stopping;
     const logger = this.options.logger.child({ backfill: id, source: spec.source.kind });
-    let progress: BackfillProgress = isBackfillProgress(job.progress) ? job.progress : initialProgress();
+    // The pass starts on Redis's clock: the prune compares it with when live changes were accepted.
+    let progress: BackfillProgress = isBackfillProgress(job.progress) ? job.progress : initialProgress(await store.now());
     const save = async (patch: Partial<BackfillProgress>) => {
       progress = { ...progress, ...patch, updatedAt: Date.now() };
       await job.updateProgress(progress);
@@ -122,6 +125,13 @@ export class BackfillRunner {
         throw new BackfillError('BACKFILL_INVALID', 'batchApi needs an OpenAI Batch API: EMBEDDINGS_PROVIDER=openai with EMBEDDINGS_PRESET=openai (the Batch API is OpenAI\'s; other servers do not offer /v1/batches)', { canRetry: false });
       }
       const source = openSource(spec.source, id, config, logger);
+      // A source may wait for records (a Kafka fetch): a cancel or a shutdown must reach it there.
+      const interrupt = new AbortController();
+      const onStop = () => interrupt.abort();
+      stopping.addEventListener('abort', onStop, { once: true });
+      const cancelPoll = setInterval(() => {
+        void store.cancelRequested(id).then((yes) => yes && interrupt.abort(), () => undefined);
+      }, CANCEL_POLL_MS);
       let lastLog = Date.now();
       // Batch API: rows gather into a round (up to BATCH_API_MAX_INPUTS) whose cursor is saved
       // only once its batch is done and its writes are queued.
@@ -131,9 +141,9 @@ export class BackfillRunner {
         round = emptyRound();
       };
       try {
-        for await (const page of source.pages(progress.cursor, spec.pageSize ?? config.backfill.pageSize)) {
+        for await (const page of source.pages(progress.cursor, spec.pageSize ?? config.backfill.pageSize, interrupt.signal)) {
           await this.throwIfCancelled(id);
-          const { jobs, counts } = await this.observePage(id, page.records);
+          const { jobs, counts } = await this.observePage(id, page.records, spec.prune);
           for (const outcome of ['read', 'enqueued', 'unchanged', 'failed'] as const) metrics.backfillRows.inc({ outcome }, counts[outcome]);
           const fraction = page.fraction;
           if (spec.batchApi) {
@@ -162,7 +172,13 @@ export class BackfillRunner {
           await this.waitForJobsInFlight(id, config.backfill.maxJobsInFlight);
         }
         if (spec.batchApi && (round.changes.length > 0 || round.counts.read > 0)) await closeRound();
+      } catch (error) {
+        // Interrupted while waiting on the source: say why (cancelled, or handed back at shutdown).
+        if (interrupt.signal.aborted) await this.throwIfCancelled(id);
+        throw error;
       } finally {
+        clearInterval(cancelPoll);
+        stopping.removeEventListener('abort', onStop);
         await source.close();
       }
       await save({ phase: 'finishing', total: progress.read });
@@ -172,7 +188,7 @@ export class BackfillRunner {
     await this.waitForJobsInFlight(id, 1);
     if (spec.prune && progress.phase !== 'done') {
       await save({ phase: 'pruning' });
-      await save({ pruned: await this.prune(id, progress, spec, logger) });
+      await this.prune(id, progress, (pruned) => save({ pruned: progress.pruned + pruned }), logger);
       await this.waitForJobsInFlight(id, 1);
     }
     await save({ phase: 'done' });
@@ -186,7 +202,7 @@ export class BackfillRunner {
    * dead-lettered alone), coalesced per item, and offered to the item state, which drops what the
    * sink holds already and marks every item for the prune. The jobs are returned, not yet queued.
    */
-  private async observePage(backfillId: string, records: SourceRecord[]): Promise<{ jobs: EmbedJobSpec[]; counts: PageCounts }> {
+  private async observePage(backfillId: string, records: SourceRecord[], prune: boolean): Promise<{ jobs: EmbedJobSpec[]; counts: PageCounts }> {
     const { config, deadLetters, state } = this.options;
     const acceptedAt = Date.now();
     const newest = new Map<string, { change: QueuedChange; bytes: number }>();
@@ -206,11 +222,12 @@ export class BackfillRunner {
       }
     }
 
+    // A pruning pass records every item its source has, whatever becomes of the row.
+    if (prune) await this.options.store.markSeen(backfillId, [...newest.keys()]);
     const chunks = chunkChanges([...newest.values()], config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
     const verdicts = await state.observe(
       chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
       this.queuedJobKeys,
-      backfillId,
     );
     let k = 0;
     const jobs = chunks
@@ -281,7 +298,12 @@ export class BackfillRunner {
 
   private parse(record: SourceRecord): ChangeEvent {
     const mapping = this.options.config.events;
-    if (record.kind === 'row') return parseChangeRecord(record.row, null, undefined, mapping);
+    if (record.kind === 'row') {
+      // The same size limit as an event: a row is refused alone, not queued whatever its size.
+      const bytes = Buffer.byteLength(JSON.stringify(record.row));
+      if (bytes > mapping.maxBytes) throw new InvalidEventError(`the row is ${bytes} bytes as JSON, over EVENT_MAX_BYTES=${mapping.maxBytes}`, 'value');
+      return parseChangeRecord(record.row, null, undefined, mapping);
+    }
     return parseChangeEvent({ key: record.key, value: record.value, timestampMs: record.timestampMs }, mapping);
   }
 
@@ -292,40 +314,43 @@ export class BackfillRunner {
    * upsert, so it applies; a live change newer than that still wins. Skipped when rows of the
    * pass were invalid: their items cannot be told from items the source lacks.
    */
-  private async prune(backfillId: string, progress: BackfillProgress, spec: BackfillJob, logger: Logger): Promise<number> {
+  private async prune(backfillId: string, progress: BackfillProgress, counted: (pruned: number) => Promise<void>, logger: Logger): Promise<void> {
     if (progress.failed > 0) {
       logger.warn({ failed: progress.failed }, 'prune skipped: some rows of the pass were invalid (see the dead-letter store), and their items would look absent from the source');
-      return 0;
+      return;
     }
     const sink = await this.options.openSink();
-    let pruned = 0;
     try {
       let page: StoredRecord[] = [];
-      for await (const record of sink.scan({ pageSize: PRUNE_PAGE })) {
-        page.push(record);
-        if (page.length < PRUNE_PAGE) continue;
-        pruned += await this.prunePage(backfillId, page, progress.startedAt);
+      // A prune resumed after a restart scans again: what it deleted is gone, or its delete queued.
+      const flush = async () => {
+        const pruned = await this.prunePage(backfillId, page, progress.startedAt);
         page = [];
+        if (pruned > 0) await counted(pruned);
         await this.throwIfCancelled(backfillId);
         await this.waitForJobsInFlight(backfillId, this.options.config.backfill.maxJobsInFlight);
+      };
+      for await (const record of sink.scan({ pageSize: PRUNE_PAGE })) {
+        page.push(record);
+        if (page.length >= PRUNE_PAGE) await flush();
       }
-      pruned += await this.prunePage(backfillId, page, progress.startedAt);
+      await flush();
     } finally {
       await sink.close();
     }
-    logger.info({ pruned, prune: spec.prune }, 'prune queued the deletes of items the source no longer has');
-    return pruned;
+    logger.info({ pruned: progress.pruned }, 'prune queued the deletes of items the source no longer has');
   }
 
   private async prunePage(backfillId: string, records: StoredRecord[], startedAt: number): Promise<number> {
     if (records.length === 0) return 0;
     const { state, store, embedQueue, config } = this.options;
-    const marks = await state.backfillMarks(records.map((r) => r.itemId));
+    const ids = records.map((r) => r.itemId);
+    const [seen, accepted] = await Promise.all([store.seenBy(backfillId, ids), state.acceptedChanges(ids)]);
     const acceptedAt = Date.now();
     const deletes: QueuedChange[] = [];
     records.forEach((record, i) => {
-      const mark = marks[i] as (typeof marks)[number];
-      if (mark.pass === backfillId || (mark.acceptedAt !== undefined && mark.acceptedAt >= startedAt) || mark.seenDeleted) return;
+      const mark = accepted[i] as (typeof accepted)[number];
+      if (seen[i] || (mark.acceptedAt !== undefined && mark.acceptedAt >= startedAt) || mark.seenDeleted) return;
       const version = Math.max(Number(record.payload.version) || 0, mark.seen ?? 0);
       deletes.push({ itemId: record.itemId, op: 'delete', version, versionSource: 'version', updatedAt: undefined, text: undefined, metadata: {}, source: `backfill:${backfillId}/prune`, acceptedAt, backfill: backfillId });
     });

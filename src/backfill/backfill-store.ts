@@ -42,6 +42,27 @@ export class BackfillStore {
     return Number(await this.redis.eval(PENDING, 1, this.jobsKey(backfillId), this.prefix));
   }
 
+  /**
+   * A pruning pass records the items its source has, in a set of its own (about 60 bytes per
+   * item while the pass runs): two backfills reading one item never take each other's marks.
+   */
+  async markSeen(backfillId: string, itemIds: string[]): Promise<void> {
+    if (itemIds.length === 0) return;
+    await this.redis.pipeline().sadd(this.seenKey(backfillId), ...itemIds).expire(this.seenKey(backfillId), TTL_SECONDS).exec();
+  }
+
+  /** For each item, whether the pass's source had it. */
+  async seenBy(backfillId: string, itemIds: string[]): Promise<boolean[]> {
+    if (itemIds.length === 0) return [];
+    return (await this.redis.smismember(this.seenKey(backfillId), ...itemIds)).map((m) => m === 1);
+  }
+
+  /** Now on Redis's clock, in ms: what item states record, so every host compares one time. */
+  async now(): Promise<number> {
+    const [seconds, micros] = await this.redis.time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  }
+
   async requestCancel(backfillId: string): Promise<void> {
     await this.redis.set(this.cancelKey(backfillId), '1', 'EX', TTL_SECONDS);
   }
@@ -51,7 +72,11 @@ export class BackfillStore {
   }
 
   async forget(backfillId: string): Promise<void> {
-    await this.redis.del(this.jobsKey(backfillId), this.cancelKey(backfillId));
+    await this.redis.del(this.jobsKey(backfillId), this.cancelKey(backfillId), this.seenKey(backfillId));
+  }
+
+  private seenKey(id: string): string {
+    return `${this.prefix}:backfill:${id}:seen`;
   }
 
   private jobsKey(id: string): string {

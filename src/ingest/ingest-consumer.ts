@@ -43,6 +43,19 @@ interface SizedChange {
 }
 
 /**
+ * JSON.parse accepts nesting that JSON.stringify (in BullMQ's addBulk) cannot write back: a
+ * RangeError there would fail the whole Kafka batch, again at every redelivery. Refused here, the
+ * event is dead-lettered alone. Only metadata can nest; it is checked without serializing the rest.
+ */
+function assertSerializable(change: QueuedChange): void {
+  try {
+    JSON.stringify(change.metadata);
+  } catch (error) {
+    throw new InvalidEventError(`the event cannot be queued: its metadata cannot be serialized (${(error as Error).message}); flatten it`, 'metadata');
+  }
+}
+
+/**
  * Cuts a batch's changes into embed jobs of at most maxItems changes and maxBytes bytes (a single
  * change larger than maxBytes travels alone), each with a fresh job id.
  */
@@ -173,14 +186,22 @@ export class IngestConsumer {
     const dead: DeadLetter[] = [];
     for (const message of messages) {
       const source = `${topic}/${partition}@${message.offset}`;
+      let itemId: string | undefined;
       try {
         const event = parseChangeEvent({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
+        itemId = event.itemId;
         const held = newest.get(event.itemId);
-        if (held === undefined || !isAfter(held.change, event)) newest.set(event.itemId, { change: { ...event, source, acceptedAt }, bytes: message.value?.length ?? 0 });
+        if (held === undefined || !isAfter(held.change, event)) {
+          const change: QueuedChange = { ...event, source, acceptedAt };
+          assertSerializable(change);
+          newest.set(event.itemId, { change, bytes: message.value?.length ?? 0 });
+        }
       } catch (error) {
-        if (!(error instanceof InvalidEventError)) throw error;
-        metrics.eventsInvalid.inc({ reason: error.details?.field === undefined ? 'unknown' : String(error.details.field) });
-        dead.push({ stage: 'ingest', code: error.code, reason: error.message, itemId: undefined, original: message.value ?? Buffer.alloc(0), key: message.key ?? null, source });
+        // Whatever one event does to the parser (a RangeError from a template over deep nesting
+        // included), it is judged alone: the rest of the batch goes on.
+        const invalid = error instanceof InvalidEventError ? error : new InvalidEventError(`the event cannot be read: ${errorMessage(error)}`, 'value');
+        metrics.eventsInvalid.inc({ reason: invalid.details?.field === undefined ? 'unknown' : String(invalid.details.field) });
+        dead.push({ stage: 'ingest', code: invalid.code, reason: invalid.message, itemId, original: message.value ?? Buffer.alloc(0), key: message.key ?? null, source });
       }
     }
     return { newest, dead };
@@ -211,8 +232,13 @@ export class IngestConsumer {
     }
   }
 
+  /**
+   * Jobs waiting (or delayed for a retry) in both queues, without the prioritized ones: those are
+   * backfills', which bound their own jobs in flight and run after every live job anyway; counting
+   * them would let a few concurrent backfills stop live ingest.
+   */
   private async backlog(): Promise<number> {
-    const [embed, write] = await Promise.all([this.options.embedQueue.count(), this.options.writeQueue.count()]);
+    const [embed, write] = await Promise.all([this.options.embedQueue.getJobCountByTypes('waiting', 'delayed'), this.options.writeQueue.getJobCountByTypes('waiting', 'delayed')]);
     return embed + write;
   }
 }

@@ -9,9 +9,8 @@ import { isAfter, type Ordered } from '../core/change-order.js';
  *         upsert: see core/change-order.ts, which the scripts repeat)
  *   qj    the embed job holding that change: a redelivery of it while that job is still queued
  *         is not queued again, and a replay after the job failed (or finished) is
- *   t     when that change was accepted (ms): a prune never deletes an item changed after its
- *         backfill started
- *   bf    the last backfill pass whose source had the item (what a prune keeps)
+ *   t     when that change was accepted (ms, Redis's clock): a prune never deletes an item
+ *         changed after its backfill started
  *   wv    the version the sink holds (or deleted at: the tombstone)
  *   del   1 when that write was a delete
  *   h, m  content hash and model of the vector the sink holds
@@ -54,20 +53,20 @@ export interface ObservedChange {
 export type Verdict = 'queue' | 'older_or_queued' | 'in_sink';
 const VERDICTS: Verdict[] = ['older_or_queued', 'queue', 'in_sink'];
 
-// KEYS: state hashes. ARGV[1]: embed job key prefix, ARGV[2]: the embed queue's failed set,
-// ARGV[3]: now (ms), ARGV[4]: the backfill pass offering the changes ('' for live events); then
+// KEYS: state hashes. ARGV[1]: embed job key prefix, ARGV[2]: the embed queue's failed set; then
 // per key the version, 1 for a delete, and the id of the job that will carry it. Returns per key
 // 1 to queue (after any change seen, or the same change again while the job that carried it is
 // gone or failed), 0 for an older change or one still queued, 2 for a change the sink already
-// holds (or a newer one). A backfill pass marks every item its source has, whatever the verdict.
+// holds (or a newer one). `t` is Redis's clock, so that every host compares the same time.
 const OBSERVE = `
 local function after(v, d, v2, d2)
   return v2 == nil or v > v2 or (v == v2 and d and not d2)
 end
-local now, pass = ARGV[3], ARGV[4]
+local clock = redis.call('TIME')
+local now = tostring(clock[1] * 1000 + math.floor(clock[2] / 1000))
 local result = {}
 for i, key in ipairs(KEYS) do
-  local base = 4 + (i - 1) * 3
+  local base = 2 + (i - 1) * 3
   local version, del, job = tonumber(ARGV[base + 1]), ARGV[base + 2] == '1', ARGV[base + 3]
   local s = redis.call('HMGET', key, 'seen', 'sd', 'qj', 'wv', 'del')
   local seen, seenDel, queued, written = tonumber(s[1]), s[2] == '1', s[3], tonumber(s[4])
@@ -80,13 +79,7 @@ for i, key in ipairs(KEYS) do
   end
   if verdict == 1 and written ~= nil and not after(version, del, written, s[5] == '1') then verdict = 2 end
   if verdict == 1 then
-    if pass == '' then
-      redis.call('HSET', key, 'seen', ARGV[base + 1], 'sd', ARGV[base + 2], 'qj', job, 't', now)
-    else
-      redis.call('HSET', key, 'seen', ARGV[base + 1], 'sd', ARGV[base + 2], 'qj', job, 't', now, 'bf', pass)
-    end
-  elseif pass ~= '' then
-    redis.call('HSET', key, 'bf', pass)
+    redis.call('HSET', key, 'seen', ARGV[base + 1], 'sd', ARGV[base + 2], 'qj', job, 't', now)
   end
   result[i] = verdict
 end
@@ -146,10 +139,9 @@ export class ItemStateStore {
 
   /**
    * Ingest and backfills: records each change offered and the job that will carry it, and says
-   * what to do with it (see OBSERVE). One HMGET and at most one HSET per change. A backfill pass
-   * (its job id) also marks every item its source has, for its prune.
+   * what to do with it (see OBSERVE). One HMGET and at most one HSET per change.
    */
-  async observe(changes: ObservedChange[], queued: QueuedJobKeys, backfillPass = ''): Promise<Verdict[]> {
+  async observe(changes: ObservedChange[], queued: QueuedJobKeys): Promise<Verdict[]> {
     if (changes.length === 0) return [];
     const result = (await this.redis.eval(
       OBSERVE,
@@ -157,8 +149,6 @@ export class ItemStateStore {
       ...changes.map((c) => this.key(c.itemId)),
       queued.jobPrefix,
       queued.failedKey,
-      String(Date.now()),
-      backfillPass,
       ...changes.flatMap((c) => [String(c.version), c.op === 'delete' ? '1' : '0', c.jobId]),
     )) as number[];
     return result.map((r) => VERDICTS[r] as Verdict);
@@ -219,18 +209,15 @@ export class ItemStateStore {
     });
   }
 
-  /**
-   * Prune: per item, the last backfill pass whose source had it, when its newest change was
-   * accepted, and that change (one HMGET each, pipelined).
-   */
-  async backfillMarks(itemIds: string[]): Promise<{ pass: string | undefined; acceptedAt: number | undefined; seen: number | undefined; seenDeleted: boolean }[]> {
+  /** Prune: per item, when its newest change was accepted (Redis's clock), and that change (pipelined). */
+  async acceptedChanges(itemIds: string[]): Promise<{ acceptedAt: number | undefined; seen: number | undefined; seenDeleted: boolean }[]> {
     if (itemIds.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const id of itemIds) pipeline.hmget(this.key(id), 'bf', 't', 'seen', 'sd');
+    for (const id of itemIds) pipeline.hmget(this.key(id), 't', 'seen', 'sd');
     return ((await pipeline.exec()) ?? []).map(([error, value]) => {
       if (error) throw error;
-      const [bf, t, seen, sd] = value as (string | null)[];
-      return { pass: bf ?? undefined, acceptedAt: t ? Number(t) : undefined, seen: seen ? Number(seen) : undefined, seenDeleted: sd === '1' };
+      const [t, seen, sd] = value as (string | null)[];
+      return { acceptedAt: t ? Number(t) : undefined, seen: seen ? Number(seen) : undefined, seenDeleted: sd === '1' };
     });
   }
 

@@ -12,9 +12,13 @@ const NEWLINE = 0x0a;
  * updated_at.
  */
 export class FileSource implements BackfillSource {
-  constructor(private readonly path: string) {}
+  /** `maxLineBytes`: a longer line is cut there (and refused as too large) instead of held whole. */
+  constructor(
+    private readonly path: string,
+    private readonly maxLineBytes: number,
+  ) {}
 
-  async *pages(cursor: string | undefined, pageSize: number): AsyncIterable<SourcePage> {
+  async *pages(cursor: string | undefined, pageSize: number, signal: AbortSignal): AsyncIterable<SourcePage> {
     const size = await this.size();
     let offset = cursor === undefined ? 0 : Number(cursor);
     if (!Number.isSafeInteger(offset) || offset < 0) throw new BackfillError('BACKFILL_INVALID', `the checkpoint of ${this.path} is not a byte offset: ${cursor}`, { canRetry: false });
@@ -26,24 +30,38 @@ export class FileSource implements BackfillSource {
       records = [];
       return done;
     };
+    let pendingBytes = 0;
+    let overlong = false;
     for await (const chunk of createReadStream(this.path, { start: offset, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+      signal.throwIfAborted();
       let from = 0;
       for (let newline = chunk.indexOf(NEWLINE, from); newline >= 0; newline = chunk.indexOf(NEWLINE, from)) {
-        pending.push(chunk.subarray(from, newline));
-        const line = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
+        const piece = chunk.subarray(from, newline);
+        if (!overlong) pending.push(piece);
+        const length = pendingBytes + piece.length;
+        const whole = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
+        const line = whole.length > this.maxLineBytes ? whole.subarray(0, this.maxLineBytes + 1) : whole;
         pending = [];
-        offset += line.length + 1;
+        pendingBytes = 0;
+        overlong = false;
+        offset += length + 1;
         this.push(records, line, lineStart);
         lineStart = offset;
         from = newline + 1;
         if (records.length >= pageSize) yield page();
       }
-      if (from < chunk.length) pending.push(Buffer.from(chunk.subarray(from)));
+      if (from < chunk.length) {
+        const rest = chunk.subarray(from);
+        // A line past the limit keeps only its first bytes (enough to be refused as too large).
+        if (!overlong) pending.push(Buffer.from(rest.subarray(0, Math.max(0, this.maxLineBytes + 1 - pendingBytes))));
+        pendingBytes += rest.length;
+        overlong = pendingBytes > this.maxLineBytes;
+      }
     }
     // The last line may lack its newline.
-    const tail = Buffer.concat(pending);
-    if (tail.length > 0) {
-      offset += tail.length;
+    const tail = Buffer.concat(pending).subarray(0, this.maxLineBytes + 1);
+    if (pendingBytes > 0) {
+      offset += pendingBytes;
       this.push(records, tail, lineStart);
     }
     if (records.length > 0) yield page();
@@ -58,10 +76,13 @@ export class FileSource implements BackfillSource {
   }
 
   private async size(): Promise<number> {
+    let info: Awaited<ReturnType<typeof stat>>;
     try {
-      return (await stat(this.path)).size;
+      info = await stat(this.path);
     } catch (error) {
       throw new BackfillError('BACKFILL_INVALID', `cannot read the backfill file ${this.path}: ${(error as Error).message} (the path must be readable by the worker running the backfill role)`, { canRetry: false, cause: error });
     }
+    if (!info.isFile()) throw new BackfillError('BACKFILL_INVALID', `the backfill source ${this.path} is not a regular file: give an NDJSON file`, { canRetry: false });
+    return info.size;
   }
 }

@@ -29,7 +29,7 @@ export class KafkaSource implements BackfillSource {
     private readonly groupId: string,
   ) {}
 
-  async *pages(cursor: string | undefined, pageSize: number): AsyncIterable<SourcePage> {
+  async *pages(cursor: string | undefined, pageSize: number, signal: AbortSignal): AsyncIterable<SourcePage> {
     const position = cursor === undefined ? await this.snapshot() : (JSON.parse(cursor) as KafkaCursor);
     const open = new Set(Object.keys(position.end).filter((p) => BigInt(position.next[p] as string) < BigInt(position.end[p] as string)));
     if (open.size === 0) return;
@@ -47,6 +47,18 @@ export class KafkaSource implements BackfillSource {
         give(item);
       } else waiting = item;
     };
+    signal.addEventListener('abort', () => deliver(new Error('the backfill was cancelled or its worker is stopping')), { once: true });
+    // Every batch, data or not (a transaction's commit marker is a batch without messages), ends
+    // with its last offset: a partition whose reads reached the end offset is done.
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      const p = String(payload.partition);
+      if (payload.topic !== this.topic || !open.has(p)) return;
+      if (BigInt(payload.lastOffset) + 1n < BigInt(position.end[p] as string)) return;
+      position.next[p] = position.end[p] as string;
+      open.delete(p);
+      consumer.pause([{ topic: this.topic, partitions: [payload.partition] }]);
+      if (open.size === 0) deliver({ page: { records: [], cursor: JSON.stringify(position), fraction: 1 }, taken: () => undefined });
+    });
     consumer.on(consumer.events.CRASH, ({ payload }) => deliver(new BackfillError('BACKFILL_SOURCE_UNAVAILABLE', `reading ${this.topic} failed: ${errorMessage(payload.error)}`, { canRetry: true, cause: payload.error })));
 
     const fraction = () => {
@@ -78,7 +90,7 @@ export class KafkaSource implements BackfillSource {
             let taken = false;
             const page: SourcePage = { records, cursor: JSON.stringify(position), fraction: fraction() };
             deliver({ page, taken: () => (taken = true) });
-            while (!taken && isRunning()) {
+            while (!taken && isRunning() && !signal.aborted) {
               await sleep(50);
               if (!taken) await heartbeat().catch(() => undefined);
             }

@@ -12,7 +12,7 @@ import type { BackfillSource } from './source.js';
 export function openSource(spec: BackfillSourceSpec, jobId: string, config: Config, logger: Logger): BackfillSource {
   switch (spec.kind) {
     case 'file':
-      return new FileSource(spec.path);
+      return new FileSource(spec.path, config.events.maxBytes);
     case 'kafka':
       return new KafkaSource(createKafka(config.kafka, logger), spec.topic, `${config.kafka.groupId}.backfill.${jobId}`);
     case 'postgres':

@@ -11,6 +11,9 @@ export interface PostgresSourceOptions {
   keyColumn: string;
 }
 
+/** The key's text form, read beside each row. */
+const CURSOR_COLUMN = '__backfill_cursor';
+
 /** "a.b" → "a"."b": names are validated by the job schema, and quoted so case and keywords survive. */
 function quoteName(name: string): string {
   return name
@@ -37,31 +40,33 @@ export class PostgresSource implements BackfillSource {
     this.client.on('error', () => undefined);
   }
 
-  async *pages(cursor: string | undefined, pageSize: number): AsyncIterable<SourcePage> {
+  async *pages(cursor: string | undefined, pageSize: number, signal: AbortSignal): AsyncIterable<SourcePage> {
     await this.connect();
+    // A query waiting (on a lock, a slow scan) is ended with the connection when the backfill is
+    // cancelled or its worker stops.
+    signal.addEventListener('abort', () => void this.client.end().catch(() => undefined), { once: true });
     const key = quoteName(this.options.keyColumn);
     const base = this.options.table !== undefined ? `SELECT * FROM ${quoteName(this.options.table)}` : (this.options.query as string);
-    const total = await this.count(base);
-    let last: unknown = cursor === undefined ? undefined : JSON.parse(cursor);
+    const total = await this.countRows(base, key);
+    // The cursor is the key's text form, compared after a cast back to the key's own type: a
+    // timestamp keeps its microseconds, a bigint its every digit.
+    let last: string | undefined = cursor === undefined ? undefined : (JSON.parse(cursor) as string);
     let read = 0;
     for (;;) {
+      signal.throwIfAborted();
       const sql =
         last === undefined
-          ? `SELECT * FROM (${base}) AS backfill_rows ORDER BY ${key} LIMIT ${pageSize}`
-          : `SELECT * FROM (${base}) AS backfill_rows WHERE ${key} > $1 ORDER BY ${key} LIMIT ${pageSize}`;
+          ? `SELECT backfill_rows.*, (backfill_rows.${key})::text AS "${CURSOR_COLUMN}" FROM (${base}) AS backfill_rows ORDER BY backfill_rows.${key} LIMIT ${pageSize}`
+          : `SELECT backfill_rows.*, (backfill_rows.${key})::text AS "${CURSOR_COLUMN}" FROM (${base}) AS backfill_rows WHERE backfill_rows.${key} > $1 ORDER BY backfill_rows.${key} LIMIT ${pageSize}`;
       const result = await this.run(sql, last === undefined ? [] : [last]);
       if (result.rows.length === 0) return;
       const rows = result.rows.map(plainRow);
-      const lastRow = result.rows.at(-1) as Record<string, unknown>;
-      if (!(this.options.keyColumn in lastRow)) {
-        throw new BackfillError('BACKFILL_INVALID', `the rows have no column "${this.options.keyColumn}" to page on: set the key column (--key-column) to a unique column of the table or query`, { canRetry: false });
-      }
-      last = keyValue(lastRow[this.options.keyColumn]);
+      last = (result.rows.at(-1) as Record<string, unknown>)[CURSOR_COLUMN] as string;
       read += rows.length;
       yield {
-        records: rows.map((row) => ({ kind: 'row' as const, position: `${this.options.table ?? 'query'}#${String(row[this.options.keyColumn])}`, row })),
+        records: rows.map(({ row, cursor: at }) => ({ kind: 'row' as const, position: `${this.options.table ?? 'query'}#${at}`, row })),
         cursor: JSON.stringify(last),
-        fraction: total === undefined || total === 0 ? undefined : Math.min(1, read / total),
+        fraction: total === 0 ? undefined : Math.min(1, read / total),
       };
       if (result.rows.length < pageSize) return;
     }
@@ -81,10 +86,18 @@ export class PostgresSource implements BackfillSource {
     return this.connected;
   }
 
-  /** The rows in the source, for the ETA; a count is one scan, paid once per pass (not per resume). */
-  private async count(base: string): Promise<number | undefined> {
-    const result = await this.run(`SELECT count(*)::bigint AS n FROM (${base}) AS backfill_rows`, []);
-    return Number((result.rows[0] as { n: string }).n);
+  /**
+   * The rows in the source, for the ETA (one scan, at each start or resume), and a refusal of a
+   * key column holding NULLs: keyset pagination can never reach those rows, and a prune would
+   * then delete their items.
+   */
+  private async countRows(base: string, key: string): Promise<number> {
+    const result = await this.run(`SELECT count(*)::bigint AS n, count(*) FILTER (WHERE backfill_rows.${key} IS NULL)::bigint AS nulls FROM (${base}) AS backfill_rows`, []);
+    const { n, nulls } = result.rows[0] as { n: string; nulls: string };
+    if (Number(nulls) > 0) {
+      throw new BackfillError('BACKFILL_INVALID', `${nulls} rows have a NULL in the key column "${this.options.keyColumn}": page on a unique NOT NULL column (--key-column)`, { canRetry: false });
+    }
+    return Number(n);
   }
 
   private async run(sql: string, params: unknown[]): Promise<pg.QueryResult<Record<string, unknown>>> {
@@ -102,13 +115,9 @@ export class PostgresSource implements BackfillSource {
   }
 }
 
-function keyValue(value: unknown): unknown {
-  return value instanceof Date ? value.toISOString() : value;
-}
-
-/** Dates as ISO strings (what updated_at must be); everything else as pg returns it. */
-function plainRow(row: Record<string, unknown>): Record<string, unknown> {
+/** Dates as ISO strings (what updated_at must be), everything else as pg returns it; the cursor apart. */
+function plainRow(row: Record<string, unknown>): { row: Record<string, unknown>; cursor: string } {
   const out: Record<string, unknown> = {};
-  for (const [column, value] of Object.entries(row)) out[column] = value instanceof Date ? value.toISOString() : value;
-  return out;
+  for (const [column, value] of Object.entries(row)) if (column !== CURSOR_COLUMN) out[column] = value instanceof Date ? value.toISOString() : value;
+  return { row: out, cursor: row[CURSOR_COLUMN] as string };
 }

@@ -5,9 +5,10 @@
 export interface BackfillSource {
   /**
    * The records, page by page, from `cursor` (a position an earlier page returned, saved as the
-   * checkpoint; undefined for the start). The iteration ends after the last record.
+   * checkpoint; undefined for the start). The iteration ends after the last record. When `signal`
+   * aborts (a cancel, a shutdown), a source waiting for records stops waiting and throws.
    */
-  pages(cursor: string | undefined, pageSize: number): AsyncIterable<SourcePage>;
+  pages(cursor: string | undefined, pageSize: number, signal: AbortSignal): AsyncIterable<SourcePage>;
   close(): Promise<void>;
 }
 

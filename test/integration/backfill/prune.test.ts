@@ -21,7 +21,7 @@ function writeNdjson(lines: string[]): string {
   return file;
 }
 
-describe('prune (attack)', () => {
+describe('prune', () => {
   const { cleanups, setup, start } = pipelineHarness('attack-prune');
 
   function control(config: Config): BackfillControl {

@@ -11,7 +11,7 @@ import { createRedis } from '../../../src/queue/connection.js';
 import { services, uniqueName, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
-describe('postgres source (attack)', () => {
+describe('postgres source', () => {
   const { cleanups, setup, start } = pipelineHarness('attack-pg');
 
   function control(config: Config): BackfillControl {
@@ -63,7 +63,7 @@ describe('postgres source (attack)', () => {
     expect(await pipeline.sink?.count()).toBe(3);
   });
 
-  it('does not silently skip rows whose key is NULL (and so does not prune their items)', async () => {
+  it('refuses a key column holding NULLs (keyset paging would skip those rows), so nothing is pruned', async () => {
     const { name, client } = await table('id text PRIMARY KEY, version bigint NOT NULL, text text NOT NULL, seq bigint');
     await client.query(`INSERT INTO ${name} VALUES ('n-1', 1, 'one', 1), ('n-2', 1, 'two', 2), ('n-null', 1, 'no sequence number yet', NULL)`);
     const { config, produce } = await setup({ BACKFILL_PAGE_SIZE: '2' });
@@ -73,12 +73,38 @@ describe('postgres source (attack)', () => {
     await waitFor('the live item written', async () => (await pipeline.sink?.count()) === 1);
 
     const status = await run(control(config), { source: { kind: 'postgres', table: name, keyColumn: 'seq' }, prune: true }, 3);
-    expect(status.state).toBe('completed');
-    const held = (await pipeline.sink?.retrieve(['n-1', 'n-2', 'n-null']))?.map((r) => r.itemId).sort();
-    expect(
-      { read: status.progress?.read, failed: status.progress?.failed, pruned: status.progress?.pruned, held },
-      'the row with a NULL key was never read (keyset "seq > $1" skips NULLs), the pass reported no failure, and the prune deleted the item',
-    ).toEqual({ read: 3, failed: 0, pruned: 0, held: ['n-1', 'n-2', 'n-null'] });
+    expect(status.state).toBe('failed');
+    expect(status.failedReason).toMatch(/BACKFILL_INVALID: 1 rows have a NULL in the key column "seq"/);
+    expect(status.attempts).toBe(1);
+    expect((await pipeline.sink?.retrieve(['n-null']))?.map((r) => r.itemId)).toEqual(['n-null']);
+  });
+
+  it('cancels a backfill whose query waits on the database (a lock held by another transaction)', async () => {
+    const { name, client } = await table('id text PRIMARY KEY, version bigint NOT NULL, text text NOT NULL');
+    await client.query(`INSERT INTO ${name} VALUES ('l-1', 1, 'locked row')`);
+    const locker = new pg.Client({ connectionString: services().postgresUrl });
+    await locker.connect();
+    cleanups.push(async () => {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+    });
+    await locker.query('BEGIN');
+    await locker.query(`LOCK TABLE ${name} IN ACCESS EXCLUSIVE MODE`);
+
+    const { config } = await setup();
+    await start(config, ['backfill']);
+    const c = control(config);
+    const id = await c.start({ source: { kind: 'postgres', table: name } });
+    await waitFor('the backfill query waiting on the lock', async () => {
+      const { rows } = await client.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'embedding-indexer-backfill' AND wait_event_type = 'Lock'`);
+      return (rows[0] as { n: number }).n > 0;
+    });
+    expect(await c.cancel(id)).toBe('cancelling');
+    const cancelled = await waitFor('the backfill failed as cancelled', async () => {
+      const s = await c.status(id);
+      return s?.state === 'failed' ? s : undefined;
+    });
+    expect(cancelled.failedReason).toContain('BACKFILL_CANCELLED');
   });
 
   it('pages on text keys (case, accents) and on bigint keys beyond 2^53 without losing or repeating a row', async () => {
