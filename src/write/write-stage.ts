@@ -144,7 +144,7 @@ function toSinkBatch(writes: ItemWrite[], indexedAt: string): SinkBatch {
 }
 
 /** Backfill rows are written in batches of WRITE_BATCH_SIZE / this: what a live write may wait behind. */
-const BACKFILL_BATCH_DIVISOR = 2;
+const BACKFILL_BATCH_DIVISOR = 4;
 
 /** How often a write job held by a sink outage tries again. */
 const SINK_OUTAGE_RECHECK_MS = 5_000;
