@@ -484,6 +484,9 @@ class TimedSink implements VectorSink {
   count() {
     return this.inner.count();
   }
+  drop() {
+    return this.inner.drop();
+  }
   close() {
     return this.inner.close();
   }

@@ -5,6 +5,7 @@ import { ConfigError } from '../core/errors.js';
 import { createProvider } from '../embed/create-provider.js';
 import type { EmbeddingProvider } from '../embed/provider.js';
 import { createSink } from '../sinks/create-sink.js';
+import { servingConfig } from '../reindex/reindex.js';
 import type { VectorSink } from '../sinks/vector-sink.js';
 
 /** Loads the config for a CLI command; a bad setting ends the command with the list of problems. */
@@ -38,4 +39,12 @@ export async function withRedis<T>(config: Config, run: (redis: Redis) => Promis
   } finally {
     await redis.quit();
   }
+}
+
+/**
+ * The config to read the index with: the serving generation's model, size and collection (the
+ * configured ones until a re-index switched generations).
+ */
+export async function servingConfigOf(config: Config): Promise<Config> {
+  return withRedis(config, async (redis) => (await servingConfig(config, redis)).config);
 }

@@ -12,7 +12,8 @@ import { EMBED_QUEUE } from '../queue/jobs.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { verify } from '../state/verify.js';
 import { UsageStore } from '../embed/usage.js';
-import { configOrExit, openSink, withRedis } from './context.js';
+import { configOrExit, openSink, servingConfigOf, withRedis } from './context.js';
+import { reindexCommand } from './reindex.js';
 import { backfillCommand } from './backfill.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
@@ -75,7 +76,7 @@ program
   .option('--limit <n>', 'how many results', positiveInt, 10)
   .option('--json', 'print the hits as JSON lines')
   .action(async (text: string, opts: { limit: number; json?: boolean }) => {
-    const hits = await searchText(configOrExit(), text, opts.limit);
+    const hits = await searchText(await servingConfigOf(configOrExit()), text, opts.limit);
     process.stdout.write(opts.json ? hits.map((h) => JSON.stringify(h)).join('\n').concat(hits.length ? '\n' : '') : formatHits(hits));
   });
 
@@ -84,7 +85,7 @@ program
   .description('every record in the sink as NDJSON: item id, version, content hash, payload')
   .option('--vectors', 'include the vectors')
   .action(async (opts: { vectors?: boolean }) => {
-    const count = await exportRecords(configOrExit(), process.stdout, opts.vectors ?? false);
+    const count = await exportRecords(await servingConfigOf(configOrExit()), process.stdout, opts.vectors ?? false);
     process.stderr.write(`exported ${count} records\n`);
   });
 
@@ -143,7 +144,7 @@ program
   .option('--repair', 'delete points the state says are deleted; make the state forget items the sink lost or holds stale, so a replay writes them')
   .option('--json', 'print the report as JSON')
   .action(async (opts: { repair?: boolean; json?: boolean }) => {
-    const config = configOrExit();
+    const config = await servingConfigOf(configOrExit());
     const sink = await openSink(config);
     await withRedis(config, async (redis) => {
       const report = await verify(new ItemStateStore(redis, config.redis.prefix, config.redis.tombstoneRetentionSeconds), sink, {
@@ -164,6 +165,7 @@ program
   });
 
 program.addCommand(backfillCommand(positiveInt));
+program.addCommand(reindexCommand(positiveInt));
 
 program
   .command('demo')

@@ -55,7 +55,7 @@ export interface Config {
     kind: 'qdrant' | 'lancedb';
     collection: string;
     distance: Distance;
-    qdrant: { url: string; apiKey: string | undefined; timeoutMs: number } | undefined;
+    qdrant: { url: string; apiKey: string | undefined; timeoutMs: number; servingAlias: string | undefined } | undefined;
     lancedb: { uri: string };
   };
   workers: {
@@ -219,7 +219,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       kind: sinkKind,
       collection: s.COLLECTION,
       distance: s.VECTOR_DISTANCE,
-      qdrant: s.QDRANT_URL ? { url: s.QDRANT_URL.replace(/\/+$/, ''), apiKey: s.QDRANT_API_KEY, timeoutMs: s.QDRANT_TIMEOUT_MS } : undefined,
+      qdrant: s.QDRANT_URL ? { url: s.QDRANT_URL.replace(/\/+$/, ''), apiKey: s.QDRANT_API_KEY, timeoutMs: s.QDRANT_TIMEOUT_MS, servingAlias: s.QDRANT_SERVING_ALIAS } : undefined,
       lancedb: { uri: s.LANCEDB_URI },
     },
     workers: {

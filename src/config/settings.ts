@@ -116,6 +116,7 @@ export const SETTINGS = {
   QDRANT_URL: setting('sink', httpUrl.optional(), undefined, 'Qdrant REST URL, e.g. http://127.0.0.1:6333.'),
   QDRANT_API_KEY: setting('sink', optionalString, undefined, 'Qdrant API key (or QDRANT_API_KEY_FILE).', true),
   QDRANT_TIMEOUT_MS: setting('sink', int(100), '30000', 'Timeout of one Qdrant request.'),
+  QDRANT_SERVING_ALIAS: setting('sink', z.string().trim().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-" only').optional(), undefined, 'Qdrant alias that `indexer reindex switch` points at the serving generation\'s collection, atomically: what your search service should query (unset: no alias is kept).'),
   LANCEDB_URI: setting('sink', z.string().min(1), '.data/lancedb', 'LanceDB database directory (local path or object-store URI).'),
 
   // Workers

@@ -3,7 +3,8 @@ import { describeConfig, loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../core/errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
-import { startPipeline, type Pipeline, type Role } from './pipeline.js';
+import { GenerationSupervisor } from '../reindex/generation-supervisor.js';
+import type { Readiness, Role } from './pipeline.js';
 
 /** After the first signal, how long a graceful drain may take before the process exits anyway. */
 const SHUTDOWN_GRACE_MS = 30_000;
@@ -26,12 +27,15 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
   const logger = createLogger(config.observability.logLevel, { service: 'embedding-indexer', roles: roles.join(',') });
   logger.info({ config: describeConfig(config) }, 'starting');
   const metrics = new Metrics().withDefaultMetrics();
-  let pipeline: Pipeline | undefined;
+  let pipeline: GenerationSupervisor | undefined;
   let draining = false;
   const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, () => (draining ? undefined : pipeline), config.observability.metricsPort, logger);
 
   try {
-    pipeline = await startPipeline(config, { roles, logger, metrics });
+    // One pipeline per generation: one normally, two while a re-index fills the next model's.
+    const supervisor = new GenerationSupervisor(config, { roles, logger, metrics });
+    await supervisor.start();
+    pipeline = supervisor;
   } catch (error) {
     logger.fatal({ err: (error as Error).message, code: (error as { code?: string }).code }, 'could not start');
     metricsServer?.close();
@@ -74,7 +78,7 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
  * /metrics for Prometheus, /healthz (the process answers) and /readyz (it can do its work: 503
  * while starting, stopping, or while every embeddings circuit is open, with the reasons as JSON).
  */
-function serveMetrics(metrics: Metrics, pipeline: () => Pipeline | undefined, port: number, logger: Logger): Server {
+function serveMetrics(metrics: Metrics, pipeline: () => { readiness(): Readiness } | undefined, port: number, logger: Logger): Server {
   const server = createServer((req, res) => {
     const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     if (req.url === '/metrics') {

@@ -95,6 +95,13 @@ export interface VectorSink {
   /** Every record, in pages; for export and verification. */
   scan(options?: { withVectors?: boolean; pageSize?: number }): AsyncIterable<StoredRecord>;
   count(): Promise<number>;
+  /** Deletes the whole collection (a re-index dropping an old generation). Idempotent. */
+  drop(): Promise<void>;
+  /**
+   * Where the store has aliases (Qdrant): points `alias` at this collection in one atomic
+   * operation, whatever it pointed at before (a re-index switching the serving name).
+   */
+  serveAs?(alias: string): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -150,6 +150,13 @@ export class LanceDbSink implements VectorSink {
     return this.call('count rows', () => this.requireTable().countRows());
   }
 
+  async drop(): Promise<void> {
+    const db = this.db ?? (await this.call('connect', () => lancedb.connect(this.uri)));
+    this.table?.close();
+    this.table = undefined;
+    if ((await db.tableNames()).includes(this.collection.name)) await this.call('drop the table', () => db.dropTable(this.collection.name));
+  }
+
   async close(): Promise<void> {
     this.table?.close();
     this.db?.close();

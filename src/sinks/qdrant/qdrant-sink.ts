@@ -163,6 +163,20 @@ export class QdrantSink implements VectorSink {
     return result.count;
   }
 
+  async drop(): Promise<void> {
+    await this.call('delete the collection', () => this.client.deleteCollection(this.collection.name));
+  }
+
+  /** One update_aliases request: delete and create happen together, so searches never miss it. */
+  async serveAs(alias: string): Promise<void> {
+    const existing = await this.call('list the aliases', () => this.client.getAliases());
+    const actions = [
+      ...(existing.aliases.some((a) => a.alias_name === alias) ? [{ delete_alias: { alias_name: alias } }] : []),
+      { create_alias: { collection_name: this.collection.name, alias_name: alias } },
+    ];
+    await this.call('switch the alias', () => this.client.updateCollectionAliases({ actions }));
+  }
+
   async close(): Promise<void> {}
 
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {

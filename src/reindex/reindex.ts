@@ -1,0 +1,209 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { BackfillControl, type BackfillStatus } from '../backfill/backfill-control.js';
+import type { BackfillSourceSpec } from '../backfill/backfill-job.js';
+import type { Config } from '../config/config.js';
+import { createKafka } from '../ingest/kafka.js';
+import { silentLogger } from '../observability/logger.js';
+import { EMBED_QUEUE, WRITE_QUEUE } from '../queue/jobs.js';
+import { createSink } from '../sinks/create-sink.js';
+import { collectionFor, configFor, generationPrefix, GenerationStore, servingGeneration, type Generation, type GenerationRegistry } from './generations.js';
+
+/** How long workers take to notice a registry change (they poll it every 2 s), with a margin. */
+const WORKERS_NOTICE_MS = 5_000;
+
+/** Where a generation stands: what `reindex status` shows, and what `switch` checks. */
+export interface GenerationStatus {
+  generation: Generation;
+  serving: boolean;
+  /** Points in its collection. */
+  points: number;
+  /** Events its consumer group has not committed yet, over every partition of every topic. */
+  kafkaLag: number | undefined;
+  /** Jobs not finished in its embed and write queues. */
+  queued: number;
+  backfill: BackfillStatus | undefined;
+  /** It has read the topics to their end, written what it queued, and finished its backfill. */
+  caughtUp: boolean;
+}
+
+/**
+ * Re-indexing to a new model without downtime: a new generation (collection, queues, item state,
+ * consumer group) is added to the registry; every worker starts a pipeline for it, which reads the
+ * topics from the beginning (and runs the backfill given as its source) while live events keep
+ * being written to both; `switch` makes it the serving one in one step (the registry, and the
+ * Qdrant alias when one is configured); `dropOld` removes the others.
+ */
+export class Reindexer {
+  private readonly store: GenerationStore;
+
+  constructor(
+    private readonly config: Config,
+    private readonly redis: Redis,
+  ) {
+    this.store = new GenerationStore(redis, config);
+  }
+
+  registry(): Promise<GenerationRegistry> {
+    return this.store.read();
+  }
+
+  async start(options: { model: string; dimensions: number; source?: BackfillSourceSpec }): Promise<Generation> {
+    const registry = await this.store.read();
+    const pending = registry.generations.find((g) => g.id !== registry.serving);
+    if (pending) throw new Error(`a re-index is in progress: generation ${pending.id} (${pending.model}, ${pending.dimensions} dimensions); run \`indexer reindex switch\` or \`indexer reindex drop-old\` first`);
+    const id = Math.max(...registry.generations.map((g) => g.id)) + 1;
+    const generation: Generation = { id, model: options.model, dimensions: options.dimensions, collection: collectionFor(this.config, id), createdAt: new Date().toISOString() };
+    // The collection exists before any worker writes to it (and refuses a clash of sizes now).
+    const sink = createSink(configFor(this.config, generation).sink, generation.dimensions);
+    await sink.open();
+    await sink.close();
+    if (options.source) {
+      const control = this.backfills(generation);
+      try {
+        generation.backfillId = await control.start({ source: options.source });
+      } finally {
+        await control.close();
+      }
+    }
+    const written = await this.store.update((r) => ({ ...r, generations: [...r.generations, generation] }));
+    if (!written) throw new Error('the generation registry changed meanwhile (another reindex?); run `indexer reindex status` and try again');
+    return generation;
+  }
+
+  async status(): Promise<GenerationStatus[]> {
+    const registry = await this.store.read();
+    return Promise.all(registry.generations.map((g) => this.statusOf(g, registry.serving)));
+  }
+
+  /**
+   * Makes a generation (by default the newest) the serving one. Refused until it has caught up,
+   * unless forced: a search would otherwise miss what it has not indexed yet.
+   */
+  async switchTo(options: { id?: number; force?: boolean } = {}): Promise<Generation> {
+    const registry = await this.store.read();
+    const target = registry.generations.find((g) => g.id === (options.id ?? Math.max(...registry.generations.map((x) => x.id))));
+    if (!target) throw new Error(`no generation ${options.id}`);
+    if (target.id === registry.serving) return target;
+    const status = await this.statusOf(target, registry.serving);
+    if (!status.caughtUp && !options.force) {
+      throw new Error(
+        `generation ${target.id} has not caught up (Kafka lag ${status.kafkaLag ?? 'unknown'}, ${status.queued} jobs queued${status.backfill ? `, backfill ${status.backfill.state}` : ''}); wait, or use --force`,
+      );
+    }
+    const alias = this.config.sink.kind === 'qdrant' ? this.config.sink.qdrant?.servingAlias : undefined;
+    if (alias) {
+      const sink = createSink(configFor(this.config, target).sink, target.dimensions);
+      await sink.serveAs?.(alias);
+    }
+    const written = await this.store.update((r) => ({ ...r, serving: target.id }));
+    if (!written) throw new Error('the generation registry changed meanwhile; run `indexer reindex status` and try again');
+    return target;
+  }
+
+  /** Removes every generation but the serving one: from the registry, then (once workers have stopped writing to them) their collections and Redis keys. */
+  async dropOld(): Promise<Generation[]> {
+    const registry = await this.store.read();
+    const old = registry.generations.filter((g) => g.id !== registry.serving);
+    if (old.length === 0) return [];
+    const written = await this.store.update((r) => ({ ...r, generations: r.generations.filter((g) => g.id === r.serving) }));
+    if (!written) throw new Error('the generation registry changed meanwhile; run `indexer reindex status` and try again');
+    await sleep(WORKERS_NOTICE_MS);
+    for (const generation of old) {
+      const sink = createSink(configFor(this.config, generation).sink, generation.dimensions);
+      await sink.drop();
+      await sink.close();
+      await this.deleteKeysOf(generation);
+    }
+    return old;
+  }
+
+  private async statusOf(generation: Generation, serving: number): Promise<GenerationStatus> {
+    const config = configFor(this.config, generation);
+    const sink = createSink(config.sink, generation.dimensions);
+    let points = 0;
+    try {
+      await sink.open();
+      points = await sink.count();
+    } finally {
+      await sink.close();
+    }
+    const queued = await this.queued(config);
+    const kafkaLag = await this.kafkaLag(config);
+    let backfill: BackfillStatus | undefined;
+    if (generation.backfillId) {
+      const control = this.backfills(generation);
+      try {
+        backfill = await control.status(generation.backfillId);
+      } finally {
+        await control.close();
+      }
+    }
+    const caughtUp = kafkaLag === 0 && queued === 0 && (generation.backfillId === undefined || backfill?.state === 'completed');
+    return { generation, serving: generation.id === serving, points, kafkaLag, queued, backfill, caughtUp };
+  }
+
+  private async queued(config: Config): Promise<number> {
+    let total = 0;
+    for (const name of [EMBED_QUEUE, WRITE_QUEUE]) {
+      const queue = new Queue(name, { connection: this.redis, prefix: config.redis.prefix });
+      try {
+        const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+        total += Object.values(counts).reduce((sum, n) => sum + n, 0);
+      } finally {
+        await queue.close();
+      }
+    }
+    return total;
+  }
+
+  /** Uncommitted events of the generation's consumer group; undefined until it committed anything. */
+  private async kafkaLag(config: Config): Promise<number | undefined> {
+    const admin = createKafka(config.kafka, silentLogger).admin();
+    await admin.connect();
+    try {
+      let lag = 0;
+      const committed = await admin.fetchOffsets({ groupId: config.kafka.groupId, topics: config.kafka.topics });
+      for (const topic of config.kafka.topics) {
+        const ends = await admin.fetchTopicOffsets(topic);
+        const done = committed.find((c) => c.topic === topic)?.partitions ?? [];
+        for (const end of ends) {
+          const offset = done.find((p) => p.partition === end.partition)?.offset ?? '-1';
+          if (offset === '-1') {
+            if (end.high !== end.low) return undefined;
+            continue;
+          }
+          lag += Number(BigInt(end.high) - BigInt(offset));
+        }
+      }
+      return lag;
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  private backfills(generation: Generation): BackfillControl {
+    return new BackfillControl(this.redis, generationPrefix(this.config, generation.id), { attempts: this.config.redis.jobAttempts, backoffMs: this.config.redis.jobBackoffMs });
+  }
+
+  /** A dropped generation's queues, item state and vectors in flight (generation 1 shares the prefix with the registry). */
+  private async deleteKeysOf(generation: Generation): Promise<void> {
+    const prefix = generationPrefix(this.config, generation.id);
+    const patterns = generation.id === 1 ? [`${prefix}:item:*`, `${prefix}:embed:*`, `${prefix}:write:*`, `${prefix}:backfill:*`, `${prefix}:inflight`] : [`${prefix}:*`];
+    for (const pattern of patterns) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await this.redis.del(...keys);
+      } while (cursor !== '0');
+    }
+  }
+}
+
+/** The serving generation and the config to read it with (what search, export and verify use). */
+export async function servingConfig(config: Config, redis: Redis): Promise<{ generation: Generation; config: Config }> {
+  const generation = servingGeneration(await new GenerationStore(redis, config).read());
+  return { generation, config: configFor(config, generation) };
+}
