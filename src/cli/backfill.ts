@@ -3,7 +3,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import { BackfillControl, describeSource, type BackfillStatus } from '../backfill/backfill-control.js';
 import { parseSourceArgument } from '../backfill/backfill-job.js';
 import type { Config } from '../config/config.js';
-import { configOrExit, withRedis } from './context.js';
+import { configOrExit, servingConfigOf, withRedis } from './context.js';
 
 async function withControl<T>(config: Config, run: (control: BackfillControl) => Promise<T>): Promise<T> {
   return withRedis(config, async (redis) => {
@@ -31,7 +31,8 @@ export function backfillCommand(positiveInt: (value: string) => number): Command
     .option('--page-size <rows>', 'rows per page (default BACKFILL_PAGE_SIZE)', positiveInt)
     .option('--batch-api', "buy the embeddings through OpenAI's Batch API: half the price, results within 24 h")
     .action(async (source: string, opts: { prune?: boolean; wait?: boolean; query?: string; keyColumn: string; pageSize?: number; batchApi?: boolean }) => {
-      const config = configOrExit();
+      // Backfills fill the serving generation (a re-index's new one fills itself).
+      const config = await servingConfigOf(configOrExit());
       const spec = parseSourceArgument(source, { cwd: process.cwd(), query: opts.query, keyColumn: opts.keyColumn });
       await withControl(config, async (control) => {
         const id = await control.start({ source: spec, prune: opts.prune ?? false, batchApi: opts.batchApi ?? false, ...(opts.pageSize ? { pageSize: opts.pageSize } : {}) });
@@ -49,7 +50,7 @@ export function backfillCommand(positiveInt: (value: string) => number): Command
     .argument('[id]', 'a backfill id (from start)')
     .option('--json', 'print JSON')
     .action(async (id: string | undefined, opts: { json?: boolean }) => {
-      const config = configOrExit();
+      const config = await servingConfigOf(configOrExit());
       await withControl(config, async (control) => {
         const statuses = id === undefined ? await control.list() : [await control.status(id)].filter((s): s is BackfillStatus => s !== undefined);
         if (id !== undefined && statuses.length === 0) {
@@ -71,7 +72,7 @@ export function backfillCommand(positiveInt: (value: string) => number): Command
     .description('cancel a backfill: a waiting one is removed, a running one stops at its next page (what it queued already is still written)')
     .argument('<id>', 'a backfill id')
     .action(async (id: string) => {
-      const config = configOrExit();
+      const config = await servingConfigOf(configOrExit());
       await withControl(config, async (control) => {
         const outcome = await control.cancel(id);
         const said = { removed: `backfill ${id} removed before it started`, cancelling: `backfill ${id} stops at its next page`, finished: `backfill ${id} had already finished`, unknown: `no backfill ${id}` }[outcome];

@@ -14,6 +14,7 @@ import { verify } from '../state/verify.js';
 import { UsageStore } from '../embed/usage.js';
 import { configOrExit, openSink, servingConfigOf, withRedis } from './context.js';
 import { reindexCommand } from './reindex.js';
+import { configFor, GenerationStore } from '../reindex/generations.js';
 import { backfillCommand } from './backfill.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
@@ -95,7 +96,7 @@ program
   .command('list')
   .option('--limit <n>', 'how many entries', positiveInt, 20)
   .action(async (opts: { limit: number }) => {
-    const config = configOrExit();
+    const config = await servingConfigOf(configOrExit());
     await withRedis(config, async (redis) => {
       const store = new DeadLetterStore(redis, config.redis.prefix);
       const entries = await store.list(opts.limit);
@@ -108,26 +109,31 @@ program
 
 program
   .command('resume')
-  .description('resume the embed queue after it was paused (an exhausted embeddings quota or a refused key pauses it for every worker)')
+  .description('resume the embed queue after it was paused (an exhausted embeddings quota or a refused key pauses it for every worker), in every generation')
   .action(async () => {
-    const config = configOrExit();
-    await withRedis(config, async (redis) => {
-      const queue = new Queue(EMBED_QUEUE, { connection: redis, prefix: config.redis.prefix });
-      try {
-        const wasPaused = await queue.isPaused();
-        await queue.resume();
-        process.stdout.write(wasPaused ? 'embed queue resumed\n' : 'embed queue was not paused\n');
-      } finally {
-        await queue.close();
+    const base = configOrExit();
+    await withRedis(base, async (redis) => {
+      const registry = await new GenerationStore(redis, base).read();
+      for (const generation of registry.generations) {
+        const config = configFor(base, generation);
+        const queue = new Queue(EMBED_QUEUE, { connection: redis, prefix: config.redis.prefix });
+        try {
+          const wasPaused = await queue.isPaused();
+          await queue.resume();
+          const which = registry.generations.length > 1 ? ` (generation ${generation.id}, ${generation.model})` : '';
+          process.stdout.write(wasPaused ? `embed queue resumed${which}\n` : `embed queue was not paused${which}\n`);
+        } finally {
+          await queue.close();
+        }
       }
     });
   });
 
 program
   .command('usage')
-  .description('embeddings requests, inputs, tokens and estimated cost per model, summed over every worker')
+  .description('embeddings requests, inputs, tokens and estimated cost per model, summed over every worker (of the serving generation)')
   .action(async () => {
-    const config = configOrExit();
+    const config = await servingConfigOf(configOrExit());
     await withRedis(config, async (redis) => {
       const totals = await new UsageStore(redis, config.redis.prefix, config.embeddings.prices).totals();
       if (totals.length === 0) process.stdout.write('no embeddings requests yet\n');

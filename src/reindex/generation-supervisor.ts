@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -7,6 +9,8 @@ import { configFor, GenerationStore, type Generation } from './generations.js';
 
 /** How often a worker looks for a generation added (a re-index) or dropped. */
 const POLL_MS = 2_000;
+/** A worker's acknowledgement of the registry it applied outlives a few polls, not the worker. */
+const ACK_TTL_SECONDS = 10;
 
 /**
  * Runs the roles of this process for every generation in the registry: one pipeline each, started
@@ -20,6 +24,8 @@ export class GenerationSupervisor {
   private timer: NodeJS.Timeout | undefined;
   private reconciling: Promise<void> = Promise.resolve();
   private closed = false;
+  private serving = 1;
+  private readonly worker = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
 
   constructor(
     private readonly config: Config,
@@ -36,11 +42,16 @@ export class GenerationSupervisor {
     }, POLL_MS);
   }
 
-  /** Whether every generation's pipeline can work now (the reasons of those that cannot). */
+  /**
+   * Ready when the serving generation's pipeline can work; a generation being filled that cannot
+   * (its model's endpoint down) is reported in the reasons but does not take the worker out.
+   */
   readiness(): Readiness {
     const all = [...this.pipelines.values()].map(({ generation, pipeline }) => ({ generation, readiness: pipeline.readiness() }));
-    const reasons = all.flatMap(({ generation, readiness }) => readiness.reasons.map((r) => (all.length > 1 ? `generation ${generation.id}: ${r}` : r)));
-    return { ready: all.length > 0 && reasons.length === 0, reasons: all.length > 0 ? reasons : ['no generation running'], embeddings: all.flatMap(({ readiness }) => readiness.embeddings ?? []) };
+    const serving = all.find(({ generation }) => generation.id === this.serving);
+    if (!serving) return { ready: false, reasons: ['the serving generation is not running yet'], embeddings: undefined };
+    const reasons = all.flatMap(({ generation, readiness }) => readiness.reasons.map((r) => (all.length > 1 ? `generation ${generation.id}${generation.id === this.serving ? '' : ' (not serving)'}: ${r}` : r)));
+    return { ready: serving.readiness.ready, reasons, embeddings: all.flatMap(({ readiness }) => readiness.embeddings ?? []) };
   }
 
   async close(): Promise<void> {
@@ -49,6 +60,7 @@ export class GenerationSupervisor {
     await this.reconciling.catch(() => undefined);
     await Promise.all([...this.pipelines.values()].map(({ pipeline }) => pipeline.close()));
     this.pipelines.clear();
+    await this.store.forgetWorker(this.worker).catch(() => undefined);
     await this.redis.quit().catch(() => undefined);
   }
 
@@ -69,5 +81,8 @@ export class GenerationSupervisor {
       this.pipelines.set(generation.id, { generation, pipeline });
       if (registry.generations.length > 1) logger.info({ model: generation.model, dimensions: generation.dimensions, collection: generation.collection, serving: generation.id === registry.serving }, 'generation running');
     }
+    this.serving = registry.serving;
+    // Only now does this worker run exactly the registry's generations: drop-old waits for this.
+    if (!this.closed) await this.store.acknowledge(this.worker, registry.revision, ACK_TTL_SECONDS);
   }
 }

@@ -25,6 +25,10 @@ export interface GenerationRegistry {
   generations: Generation[];
   /** Bumped by every change: writers compare and set. */
   revision: number;
+  /** The next generation's id: never reused, so a new generation never inherits a dropped one's consumer group. */
+  nextId: number;
+  /** Dropped generations whose collection, keys and consumer group are still to be deleted. */
+  dropping: Generation[];
 }
 
 /** The implicit registry of a deployment that never re-indexed: its configured model and collection. */
@@ -32,6 +36,8 @@ export function initialRegistry(config: Config): GenerationRegistry {
   return {
     serving: 1,
     revision: 0,
+    nextId: 2,
+    dropping: [],
     generations: [{ id: 1, model: config.embeddings.model, dimensions: config.embeddings.dimensions, collection: config.sink.collection, createdAt: new Date(0).toISOString() }],
   };
 }
@@ -73,6 +79,9 @@ if tostring(revision) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1`;
 
+/** Compare-and-set attempts before a change gives up (another writer kept changing the registry). */
+const UPDATE_ATTEMPTS = 5;
+
 /** The registry in Redis (`<prefix>:generations`), changed only by compare-and-set. */
 export class GenerationStore {
   private readonly key: string;
@@ -86,15 +95,50 @@ export class GenerationStore {
 
   async read(): Promise<GenerationRegistry> {
     const raw = await this.redis.get(this.key);
-    return raw === null ? initialRegistry(this.config) : (JSON.parse(raw) as GenerationRegistry);
+    if (raw === null) return initialRegistry(this.config);
+    const registry = JSON.parse(raw) as Partial<GenerationRegistry> & Pick<GenerationRegistry, 'serving' | 'generations' | 'revision'>;
+    const highest = Math.max(0, ...registry.generations.map((g) => g.id), ...(registry.dropping ?? []).map((g) => g.id));
+    return { ...registry, nextId: Math.max(registry.nextId ?? 0, highest + 1), dropping: registry.dropping ?? [] };
   }
 
-  /** Applies `change` to the registry as read; false when another writer changed it meanwhile. */
-  async update(change: (registry: GenerationRegistry) => GenerationRegistry): Promise<GenerationRegistry | undefined> {
-    const current = await this.read();
-    const next = { ...change(structuredClone(current)), revision: current.revision + 1 };
-    const done = await this.redis.eval(COMPARE_AND_SET, 1, this.key, String(current.revision), JSON.stringify(next));
-    return done === 1 ? next : undefined;
+  /**
+   * Applies `change` to the registry and writes it if nobody changed it since it was read; on a
+   * conflict, reads it again and re-applies `change`, so every decision `change` makes (and every
+   * refusal it throws) is taken on the registry it writes over.
+   */
+  async update<T>(change: (registry: GenerationRegistry) => { registry: GenerationRegistry; result: T }): Promise<{ registry: GenerationRegistry; result: T }> {
+    for (let attempt = 1; attempt <= UPDATE_ATTEMPTS; attempt++) {
+      const current = await this.read();
+      const changed = change(structuredClone(current));
+      const next = { ...changed.registry, revision: current.revision + 1 };
+      const done = await this.redis.eval(COMPARE_AND_SET, 1, this.key, String(current.revision), JSON.stringify(next));
+      if (done === 1) return { registry: next, result: changed.result };
+    }
+    throw new Error('the generation registry kept changing under this command (another reindex running?); try again');
+  }
+
+  /** A worker reports the registry revision it has applied (its pipelines match it); expires if the worker goes. */
+  async acknowledge(worker: string, revision: number, ttlSeconds: number): Promise<void> {
+    await this.redis.set(`${this.key}:applied:${worker}`, String(revision), 'EX', ttlSeconds);
+  }
+
+  async forgetWorker(worker: string): Promise<void> {
+    await this.redis.del(`${this.key}:applied:${worker}`);
+  }
+
+  /** Workers alive that have not yet applied `revision`. */
+  async lagging(revision: number): Promise<string[]> {
+    const behind: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.key}:applied:*`, 'COUNT', 1000);
+      cursor = next;
+      const values = keys.length > 0 ? await this.redis.mget(...keys) : [];
+      keys.forEach((key, i) => {
+        if (Number(values[i] ?? -1) < revision) behind.push(key.slice(`${this.key}:applied:`.length));
+      });
+    } while (cursor !== '0');
+    return behind;
   }
 }
 

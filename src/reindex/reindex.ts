@@ -10,8 +10,8 @@ import { EMBED_QUEUE, WRITE_QUEUE } from '../queue/jobs.js';
 import { createSink } from '../sinks/create-sink.js';
 import { collectionFor, configFor, generationPrefix, GenerationStore, servingGeneration, type Generation, type GenerationRegistry } from './generations.js';
 
-/** How long workers take to notice a registry change (they poll it every 2 s), with a margin. */
-const WORKERS_NOTICE_MS = 5_000;
+/** How long drop-old waits for every worker to stop the dropped generations' pipelines. */
+const WORKERS_STOP_MS = 60_000;
 
 /** Where a generation stands: what `reindex status` shows, and what `switch` checks. */
 export interface GenerationStatus {
@@ -50,25 +50,29 @@ export class Reindexer {
   }
 
   async start(options: { model: string; dimensions: number; source?: BackfillSourceSpec }): Promise<Generation> {
-    const registry = await this.store.read();
-    const pending = registry.generations.find((g) => g.id !== registry.serving);
-    if (pending) throw new Error(`a re-index is in progress: generation ${pending.id} (${pending.model}, ${pending.dimensions} dimensions); run \`indexer reindex switch\` or \`indexer reindex drop-old\` first`);
-    const id = Math.max(...registry.generations.map((g) => g.id)) + 1;
-    const generation: Generation = { id, model: options.model, dimensions: options.dimensions, collection: collectionFor(this.config, id), createdAt: new Date().toISOString() };
-    // The collection exists before any worker writes to it (and refuses a clash of sizes now).
+    if (!options.source) await this.requireWholeHistory();
+    // The generation is reserved first, on the registry it is decided on: two reindex commands
+    // racing cannot both add one, and an id is never handed out twice.
+    const { result: generation } = await this.store.update((r) => {
+      const pending = r.generations.find((g) => g.id !== r.serving);
+      if (pending) throw new Error(`a re-index is in progress: generation ${pending.id} (${pending.model}, ${pending.dimensions} dimensions); run \`indexer reindex switch\` or \`indexer reindex drop-old\` first`);
+      const added: Generation = { id: r.nextId, model: options.model, dimensions: options.dimensions, collection: collectionFor(this.config, r.nextId), createdAt: new Date().toISOString() };
+      return { registry: { ...r, nextId: r.nextId + 1, generations: [...r.generations, added] }, result: added };
+    });
+    // Its collection now (a clash of sizes is refused here, not in a worker), then its backfill.
     const sink = createSink(configFor(this.config, generation).sink, generation.dimensions);
     await sink.open();
     await sink.close();
     if (options.source) {
       const control = this.backfills(generation);
       try {
-        generation.backfillId = await control.start({ source: options.source });
+        const backfillId = await control.start({ source: options.source });
+        generation.backfillId = backfillId;
+        await this.store.update((r) => ({ registry: { ...r, generations: r.generations.map((g) => (g.id === generation.id ? { ...g, backfillId } : g)) }, result: undefined }));
       } finally {
         await control.close();
       }
     }
-    const written = await this.store.update((r) => ({ ...r, generations: [...r.generations, generation] }));
-    if (!written) throw new Error('the generation registry changed meanwhile (another reindex?); run `indexer reindex status` and try again');
     return generation;
   }
 
@@ -78,45 +82,94 @@ export class Reindexer {
   }
 
   /**
-   * Makes a generation (by default the newest) the serving one. Refused until it has caught up,
-   * unless forced: a search would otherwise miss what it has not indexed yet.
+   * Makes a generation (by default the newest) the serving one. Refused until it has caught up
+   * and holds at least as many points as the serving one, unless forced: a search would otherwise
+   * miss what it has not indexed yet.
    */
   async switchTo(options: { id?: number; force?: boolean } = {}): Promise<Generation> {
     const registry = await this.store.read();
     const target = registry.generations.find((g) => g.id === (options.id ?? Math.max(...registry.generations.map((x) => x.id))));
     if (!target) throw new Error(`no generation ${options.id}`);
     if (target.id === registry.serving) return target;
-    const status = await this.statusOf(target, registry.serving);
-    if (!status.caughtUp && !options.force) {
-      throw new Error(
-        `generation ${target.id} has not caught up (Kafka lag ${status.kafkaLag ?? 'unknown'}, ${status.queued} jobs queued${status.backfill ? `, backfill ${status.backfill.state}` : ''}); wait, or use --force`,
-      );
+    const [status, serving] = await Promise.all([this.statusOf(target, registry.serving), this.statusOf(servingGeneration(registry), registry.serving)]);
+    if (!options.force) {
+      if (!status.caughtUp) {
+        throw new Error(`generation ${target.id} has not caught up (Kafka lag ${status.kafkaLag ?? 'unknown'}, ${status.queued} jobs queued${status.backfill ? `, backfill ${status.backfill.state}` : ''}); wait, or use --force`);
+      }
+      if (status.points < serving.points) {
+        throw new Error(`generation ${target.id} holds ${status.points} points, the serving generation ${serving.generation.id} holds ${serving.points}: its source does not have every item (give the re-index a --source), or use --force`);
+      }
     }
     const alias = this.config.sink.kind === 'qdrant' ? this.config.sink.qdrant?.servingAlias : undefined;
     if (alias) {
       const sink = createSink(configFor(this.config, target).sink, target.dimensions);
       await sink.serveAs?.(alias);
     }
-    const written = await this.store.update((r) => ({ ...r, serving: target.id }));
-    if (!written) throw new Error('the generation registry changed meanwhile; run `indexer reindex status` and try again');
+    await this.store.update((r) => {
+      if (!r.generations.some((g) => g.id === target.id)) throw new Error(`generation ${target.id} was dropped meanwhile`);
+      return { registry: { ...r, serving: target.id }, result: undefined };
+    });
     return target;
   }
 
-  /** Removes every generation but the serving one: from the registry, then (once workers have stopped writing to them) their collections and Redis keys. */
-  async dropOld(): Promise<Generation[]> {
-    const registry = await this.store.read();
-    const old = registry.generations.filter((g) => g.id !== registry.serving);
-    if (old.length === 0) return [];
-    const written = await this.store.update((r) => ({ ...r, generations: r.generations.filter((g) => g.id === r.serving) }));
-    if (!written) throw new Error('the generation registry changed meanwhile; run `indexer reindex status` and try again');
-    await sleep(WORKERS_NOTICE_MS);
-    for (const generation of old) {
+  /**
+   * Removes every generation but the serving one from the registry, waits until every live
+   * worker has stopped its pipelines for them, then deletes their collections, Redis keys and
+   * consumer groups. Run again, it finishes a drop that was interrupted.
+   */
+  async dropOld(options: { waitMs?: number } = {}): Promise<Generation[]> {
+    const { registry, result: dropped } = await this.store.update((r) => {
+      const old = r.generations.filter((g) => g.id !== r.serving);
+      return { registry: { ...r, generations: r.generations.filter((g) => g.id === r.serving), dropping: [...r.dropping, ...old] }, result: [...r.dropping, ...old] };
+    });
+    if (dropped.length === 0) return [];
+    const deadline = Date.now() + (options.waitMs ?? WORKERS_STOP_MS);
+    for (;;) {
+      const behind = await this.store.lagging(registry.revision);
+      if (behind.length === 0) break;
+      if (Date.now() > deadline) throw new Error(`workers ${behind.join(', ')} have not stopped the dropped generations yet; run \`indexer reindex drop-old\` again to finish`);
+      await sleep(250);
+    }
+    for (const generation of dropped) {
       const sink = createSink(configFor(this.config, generation).sink, generation.dimensions);
       await sink.drop();
       await sink.close();
       await this.deleteKeysOf(generation);
+      if (generation.id !== 1) await this.deleteGroup(configFor(this.config, generation).kafka.groupId);
+      await this.store.update((r) => ({ registry: { ...r, dropping: r.dropping.filter((g) => g.id !== generation.id) }, result: undefined }));
     }
-    return old;
+    return dropped;
+  }
+
+  /**
+   * Without a backfill source, the Kafka history is what fills a new generation: refused when
+   * retention has already removed its beginning (the new generation would lack those items).
+   */
+  private async requireWholeHistory(): Promise<void> {
+    const admin = createKafka(this.config.kafka, silentLogger).admin();
+    await admin.connect();
+    try {
+      for (const topic of this.config.kafka.topics) {
+        const truncated = (await admin.fetchTopicOffsets(topic)).filter((p) => p.low !== '0');
+        if (truncated.length > 0) {
+          throw new Error(`topic ${topic} no longer holds its whole history (partition ${truncated[0]?.partition} starts at offset ${truncated[0]?.low}): the new generation cannot be filled from Kafka alone; give --source (the catalog as a file or a table)`);
+        }
+      }
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  private async deleteGroup(groupId: string): Promise<void> {
+    const admin = createKafka(this.config.kafka, silentLogger).admin();
+    await admin.connect();
+    try {
+      await admin.deleteGroups([groupId]);
+    } catch {
+      // Best effort: an empty group without members expires on its own; its id is never reused.
+    } finally {
+      await admin.disconnect();
+    }
   }
 
   private async statusOf(generation: Generation, serving: number): Promise<GenerationStatus> {
@@ -187,16 +240,22 @@ export class Reindexer {
     return new BackfillControl(this.redis, generationPrefix(this.config, generation.id), { attempts: this.config.redis.jobAttempts, backoffMs: this.config.redis.jobBackoffMs });
   }
 
-  /** A dropped generation's queues, item state and vectors in flight (generation 1 shares the prefix with the registry). */
+  /**
+   * A dropped generation's queues, item state, vectors in flight and backfills. Its dead letters
+   * and usage totals are kept (the history of what it cost and what failed); generation 1 shares
+   * the prefix with the registry.
+   */
   private async deleteKeysOf(generation: Generation): Promise<void> {
     const prefix = generationPrefix(this.config, generation.id);
+    const kept = new Set([`${prefix}:dlq`, `${prefix}:usage`]);
     const patterns = generation.id === 1 ? [`${prefix}:item:*`, `${prefix}:embed:*`, `${prefix}:write:*`, `${prefix}:backfill:*`, `${prefix}:inflight`] : [`${prefix}:*`];
     for (const pattern of patterns) {
       let cursor = '0';
       do {
         const [next, keys] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
         cursor = next;
-        if (keys.length > 0) await this.redis.del(...keys);
+        const doomed = keys.filter((k) => !kept.has(k));
+        if (doomed.length > 0) await this.redis.del(...doomed);
       } while (cursor !== '0');
     }
   }

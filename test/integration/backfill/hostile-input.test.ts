@@ -12,7 +12,7 @@ import { createRedis } from '../../../src/queue/connection.js';
 import { uniqueName, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'attack-hostile-'));
+const dir = mkdtempSync(join(tmpdir(), 'hostile-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Within EVENT_MAX_BYTES (1 MiB): JSON.parse reads it, JSON.stringify overflows the stack. */
@@ -20,12 +20,12 @@ const DEPTH = 200_000;
 const deepEvent = (id: string) => `{"id":"${id}","version":1,"text":"deep","metadata":{"x":${'['.repeat(DEPTH)}${']'.repeat(DEPTH)}}}`;
 
 describe('hostile records', () => {
-  const { cleanups, setup, start } = pipelineHarness('attack-hostile');
+  const { cleanups, setup, start } = pipelineHarness('hostile');
 
   it('a backfill file with non-object values, deeply nested JSON, prototype keys and invalid UTF-8 dead-letters each bad line alone and writes the rest', async () => {
     const { config } = await setup();
     const pipeline = await start(config, ['embed', 'write', 'backfill']);
-    const redis = createRedis(config.redis.url, 'attack-hostile');
+    const redis = createRedis(config.redis.url, 'hostile');
     const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
     cleanups.push(async () => {
       await c.close();

@@ -12,10 +12,10 @@ import { testKafka, uniqueName, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 describe('kafka source', () => {
-  const { cleanups, setup, start } = pipelineHarness('attack-kafka');
+  const { cleanups, setup, start } = pipelineHarness('kafka');
 
   function control(config: Config): BackfillControl {
-    const redis = createRedis(config.redis.url, 'attack-kafka');
+    const redis = createRedis(config.redis.url, 'kafka');
     const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
     cleanups.push(async () => {
       await c.close();

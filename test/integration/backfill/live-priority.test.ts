@@ -1,8 +1,8 @@
 /**
  * Live latency under backfills: "a waiting live change never queues behind a backfill"
- * (backfill-job.ts, BACKFILL_PRIORITY) and BACKFILL_MAX_JOBS_IN_FLIGHT "keeps them from holding
- * every worker slot". Ingest's own back-pressure (QUEUE_HIGH_WATER) counts every job in the embed
- * and write queues, prioritized backfill jobs included.
+ * (BACKFILL_PRIORITY) and BACKFILL_MAX_JOBS_IN_FLIGHT "keeps them from holding every worker slot";
+ * ingest's back-pressure (QUEUE_HIGH_WATER) counts live jobs only, so concurrent backfills never
+ * stop live ingest.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,18 +13,18 @@ import { createRedis } from '../../../src/queue/connection.js';
 import { uniqueName, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'attack-live-'));
+const dir = mkdtempSync(join(tmpdir(), 'live-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('live events under backfills', () => {
-  const { cleanups, setup, start } = pipelineHarness('attack-live');
+  const { cleanups, setup, start } = pipelineHarness('live');
 
   it('queues a live event at once while concurrent backfills, each within its default bound, have their jobs waiting', async () => {
     // Defaults except the number of backfills one process runs (QUEUE_HIGH_WATER 64,
     // BACKFILL_MAX_JOBS_IN_FLIGHT 8): nine backfills keep 9 x 8 = 72 jobs queued.
     const { config, produce } = await setup({ BACKFILL_CONCURRENCY: '9' });
     const front = await start(config, ['ingest', 'backfill']);
-    const redis = createRedis(config.redis.url, 'attack-live');
+    const redis = createRedis(config.redis.url, 'live');
     const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
     cleanups.push(async () => {
       await c.close();

@@ -1,5 +1,5 @@
 /**
- * Attacks on the postgres: source's keyset pagination (timestamps as keys, NULL keys, text keys,
+ * The postgres: source's keyset pagination (timestamps as keys, NULL keys, text keys,
  * bigint keys beyond 2^53) and on its rows (larger than EVENT_MAX_BYTES).
  */
 import pg from 'pg';
@@ -12,10 +12,10 @@ import { services, uniqueName, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 describe('postgres source', () => {
-  const { cleanups, setup, start } = pipelineHarness('attack-pg');
+  const { cleanups, setup, start } = pipelineHarness('pg');
 
   function control(config: Config): BackfillControl {
-    const redis = createRedis(config.redis.url, 'attack-pg');
+    const redis = createRedis(config.redis.url, 'pg');
     const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
     cleanups.push(async () => {
       await c.close();
@@ -28,7 +28,7 @@ describe('postgres source', () => {
   async function table(columns: string): Promise<{ name: string; client: pg.Client }> {
     const client = new pg.Client({ connectionString: services().postgresUrl });
     await client.connect();
-    const name = uniqueName('attack').replace(/-/g, '_');
+    const name = uniqueName('pgsrc').replace(/-/g, '_');
     cleanups.push(async () => {
       await client.query(`DROP TABLE IF EXISTS ${name}`);
       await client.end();

@@ -1,5 +1,5 @@
 /**
- * Attacks on the prune: what it must never delete (an item its own source has, because another
+ * The prune: what it must never delete (an item its own source has, because another
  * backfill read the item meanwhile), and what a prune interrupted half-way reports when it resumes.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,7 +12,7 @@ import { createRedis } from '../../../src/queue/connection.js';
 import { uniqueName, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'attack-prune-'));
+const dir = mkdtempSync(join(tmpdir(), 'prune-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function writeNdjson(lines: string[]): string {
@@ -22,10 +22,10 @@ function writeNdjson(lines: string[]): string {
 }
 
 describe('prune', () => {
-  const { cleanups, setup, start } = pipelineHarness('attack-prune');
+  const { cleanups, setup, start } = pipelineHarness('prune');
 
   function control(config: Config): BackfillControl {
-    const redis = createRedis(config.redis.url, 'attack-prune');
+    const redis = createRedis(config.redis.url, 'prune');
     const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
     cleanups.push(async () => {
       await c.close();
