@@ -2,7 +2,7 @@
  * The `indexer` command as a user runs it: produce NDJSON into Kafka, let a worker index it, then
  * search, export and list dead letters, each a real process.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,18 @@ let pipeline: Pipeline;
 function indexer(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, encoding: 'utf8' });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** The CLI as a child process, without blocking this process (whose pipeline the command may wait on). */
+function indexerAsync(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
 }
 
 beforeAll(async () => {
@@ -76,6 +88,29 @@ describe('indexer CLI', () => {
     expect(dlq.stdout).toMatch(/^1 dead letters/);
     expect(dlq.stdout).toContain('this line is not JSON');
     expect(dlq.stdout).toContain('not valid JSON');
+  });
+
+  it('backfill start --wait follows a backfill to its end and exits 0, 1 when it fails; status and cancel', async () => {
+    pipeline = await startPipeline(loadConfig(env), { roles: ['embed', 'write', 'backfill'], logger: silentLogger });
+    const file = join(dir, 'backfill.ndjson');
+    writeFileSync(file, ['bf-cli-1', 'bf-cli-2', 'bf-cli-3'].map((id) => JSON.stringify({ id, version: 1, text: `backfilled by the CLI: ${id}` })).join('\n'));
+
+    const started = await indexerAsync('backfill', 'start', `file:${file}`, '--wait');
+    expect(started.status).toBe(0);
+    const id = started.stdout.split('\n')[0] as string;
+    expect(id).toMatch(/^b/);
+    expect(started.stderr).toMatch(new RegExp(`${id} completed file:${file}: done, read 3/3, enqueued 3`));
+    const status = JSON.parse((await indexerAsync('backfill', 'status', id, '--json')).stdout) as { state: string; progress: { read: number; phase: string } };
+    expect(status).toMatchObject({ state: 'completed', progress: { read: 3, phase: 'done' } });
+    await waitFor('the three rows written', async () => (await pipeline.sink?.retrieve(['bf-cli-1', 'bf-cli-2', 'bf-cli-3']))?.length === 3);
+
+    const failed = await indexerAsync('backfill', 'start', `file:${join(dir, 'missing.ndjson')}`, '--wait');
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toMatch(/failed .*BACKFILL_INVALID: cannot read the backfill file/);
+    const unknown = await indexerAsync('backfill', 'cancel', 'no-such-backfill');
+    expect(unknown.status).toBe(1);
+    expect(unknown.stdout).toContain('no backfill no-such-backfill');
+    await pipeline.close();
   });
 
   it('names a bad setting and exits 78', () => {
