@@ -5,7 +5,7 @@ import { isAfter } from '../core/change-order.js';
 import { BackfillError, errorMessage, InvalidEventError, isRetryable } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { parseChangeEvent, parseChangeRecord, type ChangeEvent } from '../ingest/change-event.js';
-import { chunkChanges } from '../ingest/ingest-consumer.js';
+import { chunkChanges, offerChanges } from '../ingest/ingest-consumer.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
@@ -13,7 +13,7 @@ import type { InflightVectors } from '../embed/inflight-vectors.js';
 import type { BatchApiEmbedder } from './batch-api-embedder.js';
 import type { StoredRecord, VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore, QueuedJobKeys } from '../state/item-state.js';
-import { BACKFILL_PRIORITY, initialProgress, isBackfillProgress, parseBackfillJob, type BackfillJob, type BackfillJobData, type BackfillProgress } from './backfill-job.js';
+import { BACKFILL_PRIORITY, initialProgress, isBackfillProgress, parseBackfillJob, type BackfillJobData, type BackfillProgress } from './backfill-job.js';
 import type { BackfillStore } from './backfill-store.js';
 import { openSource } from './sources/open-source.js';
 import type { SourceRecord } from './sources/source.js';
@@ -203,7 +203,7 @@ export class BackfillRunner {
    * sink holds already and marks every item for the prune. The jobs are returned, not yet queued.
    */
   private async observePage(backfillId: string, records: SourceRecord[], prune: boolean): Promise<{ jobs: EmbedJobSpec[]; counts: PageCounts }> {
-    const { config, deadLetters, state } = this.options;
+    const { deadLetters, state } = this.options;
     const acceptedAt = Date.now();
     const newest = new Map<string, { change: QueuedChange; bytes: number }>();
     const dead: DeadLetter[] = [];
@@ -224,20 +224,21 @@ export class BackfillRunner {
 
     // A pruning pass records every item its source has, whatever becomes of the row.
     if (prune) await this.options.store.markSeen(backfillId, [...newest.keys()]);
-    const chunks = chunkChanges([...newest.values()], config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
-    const verdicts = await state.observe(
-      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
-      this.queuedJobKeys,
-    );
-    let k = 0;
-    const jobs = chunks
-      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
-      .filter((chunk) => chunk.changes.length > 0)
-      .map(({ jobId, changes }) => ({ name: `backfill:${backfillId}`, data: { changes }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } }));
+    const offered = await offerChanges(state, this.queuedJobKeys, [...newest.values()], this.jobLimits());
+    const jobs = offered.jobs.map(({ jobId, changes }) => this.jobSpec(`backfill:${backfillId}`, jobId, changes));
     await deadLetters.add(dead);
     if (dead.length > 0) this.options.logger.warn({ backfill: backfillId, count: dead.length, first: dead[0]?.reason }, 'invalid backfill records sent to the dead-letter store');
     const enqueued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
     return { jobs, counts: { read: records.length, enqueued, unchanged: records.length - dead.length - enqueued, failed: dead.length } };
+  }
+
+  private jobLimits(): { maxItems: number; maxBytes: number } {
+    return { maxItems: this.options.config.workers.embedJobMaxItems, maxBytes: this.options.config.workers.embedJobMaxBytes };
+  }
+
+  /** An embed job of backfill rows: below every live job. */
+  private jobSpec(name: string, jobId: string, changes: QueuedChange[]): EmbedJobSpec {
+    return { name, data: { changes }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } };
   }
 
   /** Queues embed jobs below live ones, counted in the backfill's jobs in flight first. */
@@ -261,10 +262,10 @@ export class BackfillRunner {
       label: `backfill-${backfillId}`,
     });
     await this.enqueueWriteJobs(backfillId, result.writes);
-    const normal = chunkChanges(result.normal.map((change) => ({ change, bytes: Buffer.byteLength(JSON.stringify(change)) })), this.options.config.workers.embedJobMaxItems, this.options.config.workers.embedJobMaxBytes);
+    const normal = chunkChanges(result.normal.map((change) => ({ change, bytes: Buffer.byteLength(JSON.stringify(change)) })), this.jobLimits().maxItems, this.jobLimits().maxBytes);
     await this.enqueueEmbedJobs(
       backfillId,
-      normal.map(({ jobId, changes }) => ({ name: `backfill:${backfillId}`, data: { changes: changes.map((c) => c.change) }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } })),
+      normal.map(({ jobId, changes }) => this.jobSpec(`backfill:${backfillId}`, jobId, changes.map((c) => c.change))),
     );
     const read = progress.read + round.counts.read;
     await save({
@@ -343,7 +344,7 @@ export class BackfillRunner {
 
   private async prunePage(backfillId: string, records: StoredRecord[], startedAt: number): Promise<number> {
     if (records.length === 0) return 0;
-    const { state, store, embedQueue, config } = this.options;
+    const { state, store, embedQueue } = this.options;
     const ids = records.map((r) => r.itemId);
     const [seen, accepted] = await Promise.all([store.seenBy(backfillId, ids), state.acceptedChanges(ids)]);
     const acceptedAt = Date.now();
@@ -355,16 +356,8 @@ export class BackfillRunner {
       deletes.push({ itemId: record.itemId, op: 'delete', version, versionSource: 'version', updatedAt: undefined, text: undefined, metadata: {}, source: `backfill:${backfillId}/prune`, acceptedAt, backfill: backfillId });
     });
     if (deletes.length === 0) return 0;
-    const chunks = chunkChanges(deletes.map((change) => ({ change, bytes: 200 })), config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
-    const verdicts = await state.observe(
-      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
-      this.queuedJobKeys,
-    );
-    let k = 0;
-    const jobs = chunks
-      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
-      .filter((chunk) => chunk.changes.length > 0)
-      .map(({ jobId, changes }) => ({ name: `prune:${backfillId}`, data: { changes }, opts: { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY } }));
+    const offered = await offerChanges(state, this.queuedJobKeys, deletes.map((change) => ({ change, bytes: 200 })), this.jobLimits());
+    const jobs = offered.jobs.map(({ jobId, changes }) => this.jobSpec(`prune:${backfillId}`, jobId, changes));
     await store.addJobs([backfillId], jobs.map((j) => j.opts.jobId));
     if (jobs.length > 0) await embedQueue.addBulk(jobs);
     const queued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);

@@ -8,7 +8,7 @@ import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-stor
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
-import type { ItemStateStore, QueuedJobKeys } from '../state/item-state.js';
+import type { ItemStateStore, QueuedJobKeys, Verdict } from '../state/item-state.js';
 import { parseChangeEvent } from './change-event.js';
 
 /**
@@ -36,7 +36,7 @@ const HIGH_WATER_POLL_MS = 250;
 /** A backlog well below the high-water mark is not counted again for this long. */
 const HIGH_WATER_RECHECK_MS = 200;
 
-interface SizedChange {
+export interface SizedChange {
   change: QueuedChange;
   /** The event's size as it arrived: what the change weighs in its job. */
   bytes: number;
@@ -74,6 +74,29 @@ export function chunkChanges(changes: SizedChange[], maxItems: number, maxBytes:
   }
   if (current.length > 0) chunks.push({ jobId: newJobId('e'), changes: current });
   return chunks;
+}
+
+/**
+ * Cuts changes into embed jobs and offers them to the item state (OBSERVE): the jobs keep only the
+ * changes to queue (none older than one seen, none still queued, none the sink holds), and jobs
+ * left empty are dropped. What ingest does with a Kafka batch and a backfill with a page.
+ */
+export async function offerChanges(
+  state: ItemStateStore,
+  queued: QueuedJobKeys,
+  changes: SizedChange[],
+  limits: { maxItems: number; maxBytes: number },
+): Promise<{ jobs: { jobId: string; changes: QueuedChange[] }[]; verdicts: Verdict[] }> {
+  const chunks = chunkChanges(changes, limits.maxItems, limits.maxBytes);
+  const verdicts = await state.observe(
+    chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
+    queued,
+  );
+  let k = 0;
+  const jobs = chunks
+    .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
+    .filter((chunk) => chunk.changes.length > 0);
+  return { jobs, verdicts };
 }
 
 /**
@@ -139,16 +162,9 @@ export class IngestConsumer {
 
     const acceptedAt = Date.now();
     const { newest, dead } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
-    const chunks = chunkChanges([...newest.values()], config.workers.embedJobMaxItems, config.workers.embedJobMaxBytes);
-    const verdicts = await state.observe(
-      chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
-      this.queuedJobKeys,
-    );
-    let k = 0;
-    const jobs = chunks
-      .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
-      .filter((chunk) => chunk.changes.length > 0)
-      .map(({ jobId, changes }) => ({
+    const offered = await offerChanges(state, this.queuedJobKeys, [...newest.values()], { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes });
+    const verdicts = offered.verdicts;
+    const jobs = offered.jobs.map(({ jobId, changes }) => ({
         // Where the job's first change came from, for dashboards: `topic/partition@offset`.
         name: changes[0]?.source ?? batch.topic,
         data: { changes },
