@@ -1,6 +1,6 @@
 /**
- * Process entrypoint of a worker: `node workers/indexer-worker.js [ingest,embed,write]`.
- * Roles come from the first argument or INDEXER_ROLES; all three by default.
+ * Process entrypoint of a worker: `node workers/indexer-worker.js [ingest,embed,write,backfill]`.
+ * Roles come from the first argument or INDEXER_ROLES; all four by default.
  */
 import { ROLES, type Role } from '../src/pipeline/pipeline.js';
 import { runWorkerProcess } from '../src/pipeline/worker-process.js';
