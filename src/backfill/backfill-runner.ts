@@ -67,6 +67,19 @@ interface Round {
 
 const emptyRound = (): Round => ({ changes: [], counts: { read: 0, enqueued: 0, unchanged: 0, failed: 0 }, until: undefined, fraction: undefined });
 
+/** The checkpoint after rows whose counts are `counts`, ending at `cursor`: what `job.updateProgress` saves. */
+function checkpoint(progress: BackfillProgress, counts: PageCounts, cursor: string, fraction: number | undefined): Pick<BackfillProgress, 'cursor' | 'read' | 'enqueued' | 'unchanged' | 'failed' | 'total'> {
+  const read = progress.read + counts.read;
+  return {
+    cursor,
+    read,
+    enqueued: progress.enqueued + counts.enqueued,
+    unchanged: progress.unchanged + counts.unchanged,
+    failed: progress.failed + counts.failed,
+    total: fraction ? Math.max(read, Math.round(read / fraction)) : progress.total,
+  };
+}
+
 function addCounts(a: PageCounts, b: PageCounts): PageCounts {
   return { read: a.read + b.read, enqueued: a.enqueued + b.enqueued, unchanged: a.unchanged + b.unchanged, failed: a.failed + b.failed };
 }
@@ -142,7 +155,8 @@ export class BackfillRunner {
       };
       try {
         for await (const page of source.pages(progress.cursor, spec.pageSize ?? config.backfill.pageSize, interrupt.signal)) {
-          await this.throwIfCancelled(id);
+          // The cancel poll (and a shutdown) abort the signal: no Redis read per page for it.
+          if (interrupt.signal.aborted) await this.throwIfCancelled(id);
           const { jobs, counts } = await this.observePage(id, page.records, spec.prune);
           for (const outcome of ['read', 'enqueued', 'unchanged', 'failed'] as const) metrics.backfillRows.inc({ outcome }, counts[outcome]);
           const fraction = page.fraction;
@@ -156,18 +170,10 @@ export class BackfillRunner {
             continue;
           }
           await this.enqueueEmbedJobs(id, jobs);
-          const read = progress.read + counts.read;
-          await save({
-            cursor: page.cursor,
-            read,
-            enqueued: progress.enqueued + counts.enqueued,
-            unchanged: progress.unchanged + counts.unchanged,
-            failed: progress.failed + counts.failed,
-            total: fraction ? Math.max(read, Math.round(read / fraction)) : progress.total,
-          });
+          await save(checkpoint(progress, counts, page.cursor, fraction));
           if (Date.now() - lastLog > 10_000) {
             lastLog = Date.now();
-            logger.info({ read, enqueued: progress.enqueued, unchanged: progress.unchanged, failed: progress.failed, total: progress.total }, 'backfill progress');
+            logger.info({ read: progress.read, enqueued: progress.enqueued, unchanged: progress.unchanged, failed: progress.failed, total: progress.total }, 'backfill progress');
           }
           await this.waitForJobsInFlight(id, config.backfill.maxJobsInFlight);
         }
@@ -267,19 +273,9 @@ export class BackfillRunner {
       backfillId,
       normal.map(({ jobId, changes }) => this.jobSpec(`backfill:${backfillId}`, jobId, changes.map((c) => c.change))),
     );
-    const read = progress.read + round.counts.read;
-    await save({
-      cursor: round.until ?? progress.cursor,
-      batch: undefined,
-      read,
-      enqueued: progress.enqueued + round.counts.enqueued,
-      unchanged: progress.unchanged + round.counts.unchanged,
-      failed: progress.failed + round.counts.failed,
-      total: round.fraction ? Math.max(read, Math.round(read / round.fraction)) : progress.total,
-      batchInputs: (progress.batchInputs ?? 0) + result.bought,
-      batchFailed: (progress.batchFailed ?? 0) + result.failed,
-    });
-    logger.info({ read, bought: result.bought, failed: result.failed, normal: result.normal.length }, 'Batch API round queued for writing');
+    const patch = checkpoint(progress, round.counts, round.until ?? (progress.cursor as string), round.fraction);
+    await save({ ...patch, batch: undefined, batchInputs: (progress.batchInputs ?? 0) + result.bought, batchFailed: (progress.batchFailed ?? 0) + result.failed });
+    logger.info({ read: patch.read, bought: result.bought, failed: result.failed, normal: result.normal.length }, 'Batch API round queued for writing');
     await this.waitForJobsInFlight(backfillId, this.options.config.backfill.maxJobsInFlight);
   }
 
@@ -368,17 +364,21 @@ export class BackfillRunner {
   /** Holds the backfill while `limit` or more of its jobs are unfinished; live jobs go first meanwhile. */
   private async waitForJobsInFlight(backfillId: string, limit: number): Promise<void> {
     for (;;) {
-      if ((await this.options.store.jobsInFlight(backfillId)) < limit) return;
-      await this.throwIfCancelled(backfillId);
+      const { left, cancelled } = await this.options.store.jobsInFlight(backfillId);
+      if (left < limit) return;
+      this.throwIfStopping(cancelled);
       await sleep(ROOM_POLL_MS);
     }
   }
 
   private async throwIfCancelled(backfillId: string): Promise<void> {
+    this.throwIfStopping(await this.options.store.cancelRequested(backfillId));
+  }
+
+  /** The process is shutting down (the job is handed back), or an operator cancelled the backfill. */
+  private throwIfStopping(cancelled: boolean): void {
     if (this.stopping?.aborted) throw new ShutdownInterrupt();
-    if (await this.options.store.cancelRequested(backfillId)) {
-      throw new BackfillError('BACKFILL_CANCELLED', 'cancelled by an operator (`indexer backfill cancel`); the changes it queued already are still written', { canRetry: false });
-    }
+    if (cancelled) throw new BackfillError('BACKFILL_CANCELLED', 'cancelled by an operator (`indexer backfill cancel`); the changes it queued already are still written', { canRetry: false });
   }
 }
 

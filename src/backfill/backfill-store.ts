@@ -3,8 +3,9 @@ import type { Redis } from 'ioredis';
 /** How long a backfill's bookkeeping outlives its last touch (a crashed, never-resumed job's keys go). */
 const TTL_SECONDS = 7 * 24 * 3600;
 
-// KEYS[1]: a backfill's set of job ids. ARGV[1]: key prefix. Removes the jobs that finished (gone:
-// completed jobs are removed; or in their queue's failed set) and returns how many are left.
+// KEYS[1]: a backfill's set of job ids, KEYS[2]: its cancel flag. ARGV[1]: key prefix. Removes the
+// jobs that finished (gone: completed jobs are removed; or in their queue's failed set) and returns
+// how many are left, and whether a cancel was asked for (one round trip for a waiting backfill).
 const PENDING = `
 local left = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -16,7 +17,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     left = left + 1
   end
 end
-return left`;
+return {left, redis.call('EXISTS', KEYS[2])}`;
 
 /**
  * What a running backfill keeps in Redis beside its job: the embed and write jobs it put in the
@@ -37,9 +38,10 @@ export class BackfillStore {
     for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
   }
 
-  /** How many of a backfill's jobs have not finished (one round trip). */
-  async jobsInFlight(backfillId: string): Promise<number> {
-    return Number(await this.redis.eval(PENDING, 1, this.jobsKey(backfillId), this.prefix));
+  /** How many of a backfill's jobs have not finished, and whether it was cancelled (one round trip). */
+  async jobsInFlight(backfillId: string): Promise<{ left: number; cancelled: boolean }> {
+    const [left, cancelled] = (await this.redis.eval(PENDING, 2, this.jobsKey(backfillId), this.cancelKey(backfillId), this.prefix)) as [number, number];
+    return { left, cancelled: cancelled === 1 };
   }
 
   /**

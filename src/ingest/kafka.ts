@@ -1,4 +1,4 @@
-import { Kafka, logLevel, type LogEntry, type SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
 
@@ -29,4 +29,23 @@ export function createKafka(config: Config['kafka'], logger: Logger): Kafka {
         kafkaLogger[LEVELS[level] ?? 'info'](rest, message);
       },
   });
+}
+
+/** Runs `use` with a connected admin client, disconnected afterwards whatever happens. */
+export async function withAdmin<T>(kafka: Kafka, use: (admin: Admin) => Promise<T>): Promise<T> {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    return await use(admin);
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+/**
+ * Deletes a consumer group, best effort: a group without members and commits expires on its own,
+ * and the callers never reuse its id.
+ */
+export async function deleteConsumerGroup(kafka: Kafka, groupId: string): Promise<void> {
+  await withAdmin(kafka, (admin) => admin.deleteGroups([groupId])).catch(() => undefined);
 }

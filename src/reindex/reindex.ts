@@ -4,7 +4,8 @@ import type { Redis } from 'ioredis';
 import { BackfillControl, type BackfillStatus } from '../backfill/backfill-control.js';
 import type { BackfillSourceSpec } from '../backfill/backfill-job.js';
 import type { Config } from '../config/config.js';
-import { createKafka } from '../ingest/kafka.js';
+import type { Kafka } from 'kafkajs';
+import { createKafka, deleteConsumerGroup, withAdmin } from '../ingest/kafka.js';
 import { silentLogger } from '../observability/logger.js';
 import { EMBED_QUEUE, WRITE_QUEUE } from '../queue/jobs.js';
 import { createSink } from '../sinks/create-sink.js';
@@ -37,12 +38,15 @@ export interface GenerationStatus {
  */
 export class Reindexer {
   private readonly store: GenerationStore;
+  /** Every generation reads the same topics on the same brokers: one client serves them all. */
+  private readonly kafka: Kafka;
 
   constructor(
     private readonly config: Config,
     private readonly redis: Redis,
   ) {
     this.store = new GenerationStore(redis, config);
+    this.kafka = createKafka(config.kafka, silentLogger);
   }
 
   registry(): Promise<GenerationRegistry> {
@@ -135,7 +139,7 @@ export class Reindexer {
       await sink.drop();
       await sink.close();
       await this.deleteKeysOf(generation);
-      if (generation.id !== 1) await this.deleteGroup(configFor(this.config, generation).kafka.groupId);
+      if (generation.id !== 1) await deleteConsumerGroup(this.kafka, configFor(this.config, generation).kafka.groupId);
       await this.store.update((r) => ({ registry: { ...r, dropping: r.dropping.filter((g) => g.id !== generation.id) }, result: undefined }));
     }
     return dropped;
@@ -146,30 +150,14 @@ export class Reindexer {
    * retention has already removed its beginning (the new generation would lack those items).
    */
   private async requireWholeHistory(): Promise<void> {
-    const admin = createKafka(this.config.kafka, silentLogger).admin();
-    await admin.connect();
-    try {
+    await withAdmin(this.kafka, async (admin) => {
       for (const topic of this.config.kafka.topics) {
         const truncated = (await admin.fetchTopicOffsets(topic)).filter((p) => p.low !== '0');
         if (truncated.length > 0) {
           throw new Error(`topic ${topic} no longer holds its whole history (partition ${truncated[0]?.partition} starts at offset ${truncated[0]?.low}): the new generation cannot be filled from Kafka alone; give --source (the catalog as a file or a table)`);
         }
       }
-    } finally {
-      await admin.disconnect();
-    }
-  }
-
-  private async deleteGroup(groupId: string): Promise<void> {
-    const admin = createKafka(this.config.kafka, silentLogger).admin();
-    await admin.connect();
-    try {
-      await admin.deleteGroups([groupId]);
-    } catch {
-      // Best effort: an empty group without members expires on its own; its id is never reused.
-    } finally {
-      await admin.disconnect();
-    }
+    });
   }
 
   private async statusOf(generation: Generation, serving: number): Promise<GenerationStatus> {
@@ -212,10 +200,8 @@ export class Reindexer {
   }
 
   /** Uncommitted events of the generation's consumer group; undefined until it committed anything. */
-  private async kafkaLag(config: Config): Promise<number | undefined> {
-    const admin = createKafka(config.kafka, silentLogger).admin();
-    await admin.connect();
-    try {
+  private kafkaLag(config: Config): Promise<number | undefined> {
+    return withAdmin(this.kafka, async (admin) => {
       let lag = 0;
       const committed = await admin.fetchOffsets({ groupId: config.kafka.groupId, topics: config.kafka.topics });
       for (const topic of config.kafka.topics) {
@@ -231,9 +217,7 @@ export class Reindexer {
         }
       }
       return lag;
-    } finally {
-      await admin.disconnect();
-    }
+    });
   }
 
   private backfills(generation: Generation): BackfillControl {

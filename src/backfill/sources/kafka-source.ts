@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, Kafka } from 'kafkajs';
 import { BackfillError, errorMessage } from '../../core/errors.js';
+import { deleteConsumerGroup, withAdmin } from '../../ingest/kafka.js';
 import type { BackfillSource, SourcePage, SourceRecord } from './source.js';
 
 /** Per partition: the first offset, the end taken when the backfill started, and the next to read. */
@@ -120,7 +121,7 @@ export class KafkaSource implements BackfillSource {
     } finally {
       await consumer.disconnect().catch(() => undefined);
       this.consumer = undefined;
-      if (open.size === 0) await this.deleteGroup();
+      if (open.size === 0) await deleteConsumerGroup(this.kafka, this.groupId);
     }
   }
 
@@ -130,10 +131,8 @@ export class KafkaSource implements BackfillSource {
 
   /** The first and end offsets of every partition, now: the pass reads what was there at its start. */
   private async snapshot(): Promise<KafkaCursor> {
-    const admin = this.kafka.admin();
     try {
-      await admin.connect();
-      const offsets = await admin.fetchTopicOffsets(this.topic);
+      const offsets = await withAdmin(this.kafka, (admin) => admin.fetchTopicOffsets(this.topic));
       const cursor: KafkaCursor = { low: {}, end: {}, next: {} };
       for (const o of offsets) {
         cursor.low[o.partition] = o.low;
@@ -144,20 +143,6 @@ export class KafkaSource implements BackfillSource {
     } catch (error) {
       const unknown = (error as { type?: string }).type === 'UNKNOWN_TOPIC_OR_PARTITION';
       throw new BackfillError(unknown ? 'BACKFILL_INVALID' : 'BACKFILL_SOURCE_UNAVAILABLE', `cannot read the offsets of topic ${this.topic}: ${errorMessage(error)}`, { canRetry: !unknown, cause: error });
-    } finally {
-      await admin.disconnect().catch(() => undefined);
-    }
-  }
-
-  private async deleteGroup(): Promise<void> {
-    const admin = this.kafka.admin();
-    try {
-      await admin.connect();
-      await admin.deleteGroups([this.groupId]);
-    } catch {
-      // Best effort: an empty group without commits expires on its own.
-    } finally {
-      await admin.disconnect().catch(() => undefined);
     }
   }
 }
