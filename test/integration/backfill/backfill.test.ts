@@ -4,13 +4,11 @@
  * its checkpoint; live events winning over older rows; a prune; live jobs before backfill jobs;
  * cancelling; and job data that is refused with the field named.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BackfillControl, type BackfillStatus } from '../../../src/backfill/backfill-control.js';
+import { describe, expect, it } from 'vitest';
+import type { BackfillControl } from '../../../src/backfill/backfill-control.js';
 import { BACKFILL_QUEUE, type BackfillJobData } from '../../../src/backfill/backfill-job.js';
 import { loadConfig, type Config } from '../../../src/config/config.js';
 import { createRedis } from '../../../src/queue/connection.js';
@@ -18,46 +16,24 @@ import { UsageStore } from '../../../src/embed/usage.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
 import type { VectorSink } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub } from '../../support/embeddings-stub.js';
-import { deletePrefix, services, uniqueName, waitFor } from '../../support/helpers.js';
+import { backfillControl, backfillEnded, writeNdjson } from '../../support/backfill-harness.js';
+import { services, uniqueName, waitFor } from '../../support/helpers.js';
 import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
-import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
+import { isolatedWorkerEnv, spawnWorker, type WorkerProcess } from '../../support/processes.js';
 import { expectedState, sinkMatchesEvents, type ScriptedEvent } from '../../support/stream.js';
 
 const CATALOG = readFileSync(new URL('../../../data/sample-catalog.ndjson', import.meta.url), 'utf8').trim().split('\n');
 const catalogEvents: ScriptedEvent[] = CATALOG.map((line) => JSON.parse(line) as ScriptedEvent);
 const embedding = { model: HARNESS_MODEL, dimensions: HARNESS_DIMENSIONS };
-const dir = mkdtempSync(join(tmpdir(), 'backfill-files-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function writeNdjson(lines: string[]): string {
-  const file = join(dir, `${uniqueName('rows')}.ndjson`);
-  writeFileSync(file, `${lines.join('\n')}\n`);
-  return file;
-}
 
 const servedInputs = (stub: EmbeddingsStub) => stub.served.flatMap((r) => r.inputs);
 
 describe('backfills', () => {
   const { cleanups, setup, start } = pipelineHarness('backfill');
 
-  /** A BackfillControl on the test's queues, closed after the test. */
-  function control(config: Config): BackfillControl {
-    const redis = createRedis(config.redis.url, 'backfill-test');
-    const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
-    cleanups.push(async () => {
-      await c.close();
-      await redis.quit();
-    });
-    return c;
-  }
-
-  async function runToEnd(c: BackfillControl, data: BackfillJobData): Promise<BackfillStatus> {
-    const id = await c.start(data);
-    return waitFor(`backfill ${id} finished`, async () => {
-      const s = await c.status(id);
-      return s?.state === 'completed' || s?.state === 'failed' ? s : undefined;
-    });
-  }
+  const control = (config: Config) => backfillControl(config, cleanups);
+  const ndjson = (lines: string[]) => writeNdjson(lines, cleanups);
+  const runToEnd = async (c: BackfillControl, data: BackfillJobData) => backfillEnded(c, await c.start(data));
 
   const matches = (sink: VectorSink | undefined, events: ScriptedEvent[]) => sinkMatchesEvents(sink as VectorSink, events, embedding);
 
@@ -65,7 +41,7 @@ describe('backfills', () => {
     const { stub, config } = await setup();
     const pipeline = await start(config, ['embed', 'write', 'backfill']);
     const c = control(config);
-    const file = writeNdjson(CATALOG);
+    const file = ndjson(CATALOG);
 
     const first = await runToEnd(c, { source: { kind: 'file', path: file } });
     expect(first.state).toBe('completed');
@@ -119,21 +95,8 @@ describe('backfills', () => {
 
   it('resumes from its checkpoint after the worker is killed (SIGKILL): nothing missing, nothing paid twice beyond the jobs in flight', async () => {
     const stub = new EmbeddingsStub({ dimensions: HARNESS_DIMENSIONS, latencyMs: 40 });
-    const lancedb = mkdtempSync(join(tmpdir(), 'backfill-kill-'));
-    const name = uniqueName('bfkill');
-    const { kafkaBrokers, redisUrl } = services();
-    const env: Record<string, string> = {
-      KAFKA_BROKERS: kafkaBrokers,
-      REDIS_URL: redisUrl,
-      KAFKA_TOPICS: name,
-      KAFKA_GROUP_ID: name,
-      QUEUE_PREFIX: name,
-      EMBEDDINGS_BASE_URL: await stub.start(),
-      EMBEDDINGS_MODEL: HARNESS_MODEL,
-      EMBEDDINGS_DIMENSIONS: String(HARNESS_DIMENSIONS),
+    const { env, workers } = await isolatedWorkerEnv(stub, {
       EMBEDDINGS_BATCH_SIZE: '32',
-      LANCEDB_URI: lancedb,
-      COLLECTION: name,
       BACKFILL_PAGE_SIZE: '32',
       EMBED_JOB_MAX_ITEMS: '32',
       BACKFILL_MAX_JOBS_IN_FLIGHT: '2',
@@ -141,18 +104,11 @@ describe('backfills', () => {
       JOB_LOCK_MS: '2000',
       EMBED_BATCH_LINGER_MS: '5',
       WRITE_BATCH_LINGER_MS: '5',
-    };
-    const workers: WorkerProcess[] = [];
-    cleanups.push(async () => {
-      for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
-      await stub.stop();
-      await deletePrefix(redisUrl, name);
-      rmSync(lancedb, { recursive: true, force: true });
-    });
+    }, cleanups);
     const config = loadConfig(env);
     const c = control(config);
     const rows = CATALOG.slice(0, 1500);
-    const id = await c.start({ source: { kind: 'file', path: writeNdjson(rows) } });
+    const id = await c.start({ source: { kind: 'file', path: ndjson(rows) } });
 
     workers.push(spawnWorker('embed,write,backfill', env));
     await waitFor('a third of the file read', async () => ((await c.status(id))?.progress?.read ?? 0) >= 500, { timeoutMs: 90_000 });
@@ -189,7 +145,7 @@ describe('backfills', () => {
     await produce([upsertEvent('live-1', 10, 'live text at ten', { price: 10 })]);
     await waitFor('the live event written', async () => (await pipeline.sink?.retrieve(['live-1']))?.[0]?.payload.version === 10);
 
-    const file = writeNdjson([upsertEvent('live-1', 5, 'old catalog text', { price: 5 }), upsertEvent('other-1', 1, 'another item')]);
+    const file = ndjson([upsertEvent('live-1', 5, 'old catalog text', { price: 5 }), upsertEvent('other-1', 1, 'another item')]);
     const status = await runToEnd(control(config), { source: { kind: 'file', path: file } });
     expect(status.progress).toMatchObject({ read: 2, enqueued: 1, unchanged: 1 });
     await waitFor('the other item written', async () => (await pipeline.sink?.retrieve(['other-1']))?.length === 1);
@@ -205,7 +161,7 @@ describe('backfills', () => {
     await waitFor('three live items', async () => (await pipeline.sink?.count()) === 3);
 
     const fillers = Array.from({ length: 400 }, (_, i) => upsertEvent(`filler-${i}`, 1, `filler text ${i}`));
-    const file = writeNdjson([upsertEvent('keep-a', 1, 'text of keep-a'), upsertEvent('keep-b', 1, 'text of keep-b'), ...fillers]);
+    const file = ndjson([upsertEvent('keep-a', 1, 'text of keep-a'), upsertEvent('keep-b', 1, 'text of keep-b'), ...fillers]);
     const c = control(config);
     const id = await c.start({ source: { kind: 'file', path: file }, prune: true });
     await waitFor('the pass under way', async () => ((await c.status(id))?.progress?.read ?? 0) > 0);
@@ -229,7 +185,7 @@ describe('backfills', () => {
     // No embed worker yet: the backfill queues its first jobs and waits at its bound.
     const front = await start(config, ['ingest', 'backfill']);
     const c = control(config);
-    const id = await c.start({ source: { kind: 'file', path: writeNdjson(Array.from({ length: 200 }, (_, i) => upsertEvent(`bulk-${i}`, 1, `bulk text ${i}`))) } });
+    const id = await c.start({ source: { kind: 'file', path: ndjson(Array.from({ length: 200 }, (_, i) => upsertEvent(`bulk-${i}`, 1, `bulk text ${i}`))) } });
     await waitFor('five backfill jobs waiting', async () => (await front.embedQueue.getPrioritizedCount()) === 5);
     await produce([upsertEvent('urgent-1', 1, 'live text that must not wait')]);
     await waitFor('the live job waiting', async () => (await front.embedQueue.getWaitingCount()) === 1);
@@ -244,7 +200,7 @@ describe('backfills', () => {
     const { stub, config } = await setup({ BATCH_API_MAX_INPUTS: '100', BATCH_API_POLL_MS: '100', BACKFILL_PAGE_SIZE: '50' }, { batchDelayMs: 300, batchFailMarker: 'FLAKY' });
     const pipeline = await start(config, ['embed', 'write', 'backfill']);
     const lines = Array.from({ length: 250 }, (_, i) => upsertEvent(`batch-${i}`, 1, i % 100 === 7 ? `FLAKY text ${i}` : `batch text ${i}`, { n: i }));
-    const status = await runToEnd(control(config), { source: { kind: 'file', path: writeNdjson(lines) }, batchApi: true });
+    const status = await runToEnd(control(config), { source: { kind: 'file', path: ndjson(lines) }, batchApi: true });
     expect(status.state).toBe('completed');
     expect(status.progress).toMatchObject({ read: 250, failed: 0, batchInputs: 247, batchFailed: 3 });
     expect(await matches(pipeline.sink, lines.map((l) => JSON.parse(l) as ScriptedEvent))).toBe(true);
@@ -263,35 +219,11 @@ describe('backfills', () => {
 
   it('takes over a Batch API batch after the worker that submitted it is killed, without submitting it again', async () => {
     const stub = new EmbeddingsStub({ dimensions: HARNESS_DIMENSIONS, batchDelayMs: 4_000 });
-    const lancedb = mkdtempSync(join(tmpdir(), 'backfill-batch-kill-'));
-    const name = uniqueName('bfbatch');
-    const { kafkaBrokers, redisUrl } = services();
-    const env: Record<string, string> = {
-      KAFKA_BROKERS: kafkaBrokers,
-      REDIS_URL: redisUrl,
-      KAFKA_TOPICS: name,
-      KAFKA_GROUP_ID: name,
-      QUEUE_PREFIX: name,
-      EMBEDDINGS_BASE_URL: await stub.start(),
-      EMBEDDINGS_MODEL: HARNESS_MODEL,
-      EMBEDDINGS_DIMENSIONS: String(HARNESS_DIMENSIONS),
-      LANCEDB_URI: lancedb,
-      COLLECTION: name,
-      BACKFILL_PAGE_SIZE: '40',
-      BATCH_API_POLL_MS: '100',
-      JOB_LOCK_MS: '2000',
-    };
-    const workers: WorkerProcess[] = [];
-    cleanups.push(async () => {
-      for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
-      await stub.stop();
-      await deletePrefix(redisUrl, name);
-      rmSync(lancedb, { recursive: true, force: true });
-    });
+    const { env, workers } = await isolatedWorkerEnv(stub, { BACKFILL_PAGE_SIZE: '40', BATCH_API_POLL_MS: '100', JOB_LOCK_MS: '2000' }, cleanups);
     const config = loadConfig(env);
     const c = control(config);
     const lines = Array.from({ length: 150 }, (_, i) => upsertEvent(`bk-${i}`, 1, `batch kill text ${i}`));
-    const id = await c.start({ source: { kind: 'file', path: writeNdjson(lines) }, batchApi: true });
+    const id = await c.start({ source: { kind: 'file', path: ndjson(lines) }, batchApi: true });
 
     workers.push(spawnWorker('embed,write,backfill', env));
     await waitFor('the batch submitted and checkpointed', async () => stub.batches.size === 1 && (await c.status(id))?.progress?.batch !== undefined, { timeoutMs: 60_000 });
@@ -321,7 +253,7 @@ describe('backfills', () => {
     // Without embed workers the backfill stays at its bound: running, never finishing.
     await start(config, ['backfill']);
     const c = control(config);
-    const id = await c.start({ source: { kind: 'file', path: writeNdjson(Array.from({ length: 100 }, (_, i) => upsertEvent(`c-${i}`, 1, `text ${i}`))) } });
+    const id = await c.start({ source: { kind: 'file', path: ndjson(Array.from({ length: 100 }, (_, i) => upsertEvent(`c-${i}`, 1, `text ${i}`))) } });
     await waitFor('the backfill running', async () => ((await c.status(id))?.progress?.read ?? 0) > 0);
     expect(await c.cancel(id)).toBe('cancelling');
     const cancelled = await waitFor('the backfill failed as cancelled', async () => {
@@ -347,5 +279,3 @@ describe('backfills', () => {
     expect(bad.attempts).toBe(1);
   });
 });
-
-

@@ -3,17 +3,11 @@
  * backfill file and as live events. Each bad record must be dead-lettered alone while the rest
  * flows; none may stop the backfill or the partition.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BackfillControl } from '../../../src/backfill/backfill-control.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { uniqueName, waitFor } from '../../support/helpers.js';
+import { appendFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../../support/helpers.js';
+import { backfillControl, backfillEnded, writeNdjson } from '../../support/backfill-harness.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
-
-const dir = mkdtempSync(join(tmpdir(), 'hostile-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Within EVENT_MAX_BYTES (1 MiB): JSON.parse reads it, JSON.stringify overflows the stack. */
 const DEPTH = 200_000;
@@ -25,21 +19,13 @@ describe('hostile records', () => {
   it('a backfill file with non-object values, deeply nested JSON, prototype keys and invalid UTF-8 dead-letters each bad line alone and writes the rest', async () => {
     const { config } = await setup();
     const pipeline = await start(config, ['embed', 'write', 'backfill']);
-    const redis = createRedis(config.redis.url, 'hostile');
-    const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
-    cleanups.push(async () => {
-      await c.close();
-      await redis.quit();
-    });
+    const c = backfillControl(config, cleanups);
     const bad = ['null', '[]', '"a string"', '42', 'true', '{"id":{"nested":1},"version":1,"text":"x"}', deepEvent('deep-1'), '{"id":"v","version":-1,"text":"negative"}', '{"id":"v2","version":1e300,"text":"huge version"}'];
     const good = [upsertEvent('ok-1', 1, 'fine'), '{"id":"proto","version":1,"text":"proto","metadata":{"__proto__":{"polluted":true},"constructor":{"prototype":{"p":1}}}}', upsertEvent('ok-2', 1, 'also fine')];
-    const file = join(dir, `${uniqueName('hostile')}.ndjson`);
-    writeFileSync(file, Buffer.concat([Buffer.from(`${[...bad, ...good].join('\n')}\n`), Buffer.from([0xff, 0xfe, 0x0a])]));
-    const id = await c.start({ source: { kind: 'file', path: file } });
-    const done = await waitFor('the backfill finished', async () => {
-      const s = await c.status(id);
-      return s?.state === 'completed' || s?.state === 'failed' ? s : undefined;
-    });
+    const file = writeNdjson([...bad, ...good], cleanups);
+    // A last line of bytes that are not UTF-8.
+    appendFileSync(file, Buffer.from([0xff, 0xfe, 0x0a]));
+    const done = await backfillEnded(c, await c.start({ source: { kind: 'file', path: file } }));
     expect(done.state, done.failedReason).toBe('completed');
     expect(done.progress).toMatchObject({ read: bad.length + good.length + 1, failed: bad.length + 1, enqueued: good.length });
     expect((await pipeline.sink?.retrieve(['ok-1', 'ok-2', 'proto']))?.map((r) => r.itemId).sort()).toEqual(['ok-1', 'ok-2', 'proto']);

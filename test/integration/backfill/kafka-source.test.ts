@@ -5,24 +5,15 @@
  * delivered as a message.
  */
 import { describe, expect, it } from 'vitest';
-import { BackfillControl } from '../../../src/backfill/backfill-control.js';
 import type { Config } from '../../../src/config/config.js';
-import { createRedis } from '../../../src/queue/connection.js';
 import { testKafka, uniqueName, waitFor } from '../../support/helpers.js';
+import { backfillControl, backfillEnded } from '../../support/backfill-harness.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 describe('kafka source', () => {
   const { cleanups, setup, start } = pipelineHarness('kafka');
 
-  function control(config: Config): BackfillControl {
-    const redis = createRedis(config.redis.url, 'kafka');
-    const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
-    cleanups.push(async () => {
-      await c.close();
-      await redis.quit();
-    });
-    return c;
-  }
+  const control = (config: Config) => backfillControl(config, cleanups);
 
   /** Sends messages to chosen partitions, in one transaction when `transactional`. */
   async function send(config: Config, messages: { partition: number; value: string; key: string }[], transactional = false): Promise<void> {
@@ -80,26 +71,11 @@ describe('kafka source', () => {
     return { c, id };
   }
 
-  /** The backfill's status once it finished, or its last status at the deadline. */
-  async function settle(c: BackfillControl, id: string, timeoutMs: number) {
-    let last = await c.status(id);
-    try {
-      await waitFor('the backfill finished', async () => {
-        last = await c.status(id);
-        return last?.state === 'completed' || last?.state === 'failed';
-      }, { timeoutMs });
-    } catch {
-      // Reported by the caller's assertion, with the backfill's state.
-    }
-    return last;
-  }
-
   it('finishes a pass over a topic written by a transactional producer', async () => {
     const { c, id } = await transactionalPass();
-    const last = await settle(c, id, 20_000);
-    expect(
-      { state: last?.state, phase: last?.progress?.phase, read: last?.progress?.read },
-      "the pass never ends: the partition's end offset counts the commit marker, which is never delivered, so the partition stays open",
-    ).toEqual({ state: 'completed', phase: 'done', read: 3 });
+    // The partition's end offset counts the commit marker, never delivered as a message: the pass
+    // must end all the same.
+    const last = await backfillEnded(c, id, 20_000);
+    expect({ state: last.state, phase: last.progress?.phase, read: last.progress?.read }).toEqual({ state: 'completed', phase: 'done', read: 3 });
   });
 });

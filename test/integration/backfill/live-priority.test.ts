@@ -4,17 +4,10 @@
  * ingest's back-pressure (QUEUE_HIGH_WATER) counts live jobs only, so concurrent backfills never
  * stop live ingest.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BackfillControl } from '../../../src/backfill/backfill-control.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { uniqueName, waitFor } from '../../support/helpers.js';
+import { describe, it } from 'vitest';
+import { waitFor } from '../../support/helpers.js';
+import { backfillControl, writeNdjson } from '../../support/backfill-harness.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
-
-const dir = mkdtempSync(join(tmpdir(), 'live-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('live events under backfills', () => {
   const { cleanups, setup, start } = pipelineHarness('live');
@@ -24,27 +17,16 @@ describe('live events under backfills', () => {
     // BACKFILL_MAX_JOBS_IN_FLIGHT 8): nine backfills keep 9 x 8 = 72 jobs queued.
     const { config, produce } = await setup({ BACKFILL_CONCURRENCY: '9' });
     const front = await start(config, ['ingest', 'backfill']);
-    const redis = createRedis(config.redis.url, 'live');
-    const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
-    cleanups.push(async () => {
-      await c.close();
-      await redis.quit();
-    });
+    const c = backfillControl(config, cleanups);
     for (let b = 0; b < 9; b++) {
-      const file = join(dir, `${uniqueName('bulk')}.ndjson`);
-      writeFileSync(file, `${Array.from({ length: 100 }, (_, i) => upsertEvent(`bulk-${b}-${i}`, 1, `bulk text ${b} ${i}`)).join('\n')}\n`);
+      const file = writeNdjson(Array.from({ length: 100 }, (_, i) => upsertEvent(`bulk-${b}-${i}`, 1, `bulk text ${b} ${i}`)), cleanups);
       await c.start({ source: { kind: 'file', path: file }, pageSize: 10 });
     }
     // No embed worker yet: every backfill fills its bound and waits.
     await waitFor('the nine backfills at their bounds', async () => (await front.embedQueue.getPrioritizedCount()) >= 72);
 
     await produce([upsertEvent('urgent-1', 1, 'live text that must not wait')]);
-    let queued = false;
-    try {
-      queued = await waitFor('the live event queued', async () => (await front.embedQueue.getWaitingCount()) === 1, { timeoutMs: 20_000 });
-    } catch {
-      // Reported below.
-    }
-    expect(queued, 'the live event was not queued: ingest waits below QUEUE_HIGH_WATER, and the backfills\' prioritized jobs count in its backlog').toBe(true);
+    // Ingest's high-water mark must not count the backfills' prioritized jobs.
+    await waitFor('the live event queued while the backfills wait', async () => (await front.embedQueue.getWaitingCount()) === 1, { timeoutMs: 20_000 });
   });
 });

@@ -4,25 +4,17 @@
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { BackfillControl, type BackfillStatus } from '../../../src/backfill/backfill-control.js';
+import type { BackfillControl, BackfillStatus } from '../../../src/backfill/backfill-control.js';
 import type { BackfillJobData } from '../../../src/backfill/backfill-job.js';
 import type { Config } from '../../../src/config/config.js';
-import { createRedis } from '../../../src/queue/connection.js';
 import { services, uniqueName, waitFor } from '../../support/helpers.js';
+import { backfillControl } from '../../support/backfill-harness.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 describe('postgres source', () => {
   const { cleanups, setup, start } = pipelineHarness('pg');
 
-  function control(config: Config): BackfillControl {
-    const redis = createRedis(config.redis.url, 'pg');
-    const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
-    cleanups.push(async () => {
-      await c.close();
-      await redis.quit();
-    });
-    return c;
-  }
+  const control = (config: Config) => backfillControl(config, cleanups);
 
   /** A fresh table, dropped after the test. */
   async function table(columns: string): Promise<{ name: string; client: pg.Client }> {

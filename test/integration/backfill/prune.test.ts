@@ -2,43 +2,20 @@
  * The prune: what it must never delete (an item its own source has, because another
  * backfill read the item meanwhile), and what a prune interrupted half-way reports when it resumes.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BackfillControl, type BackfillStatus } from '../../../src/backfill/backfill-control.js';
+import { describe, expect, it } from 'vitest';
+import type { BackfillStatus } from '../../../src/backfill/backfill-control.js';
 import type { Config } from '../../../src/config/config.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { uniqueName, waitFor } from '../../support/helpers.js';
+import { waitFor } from '../../support/helpers.js';
+import { backfillControl, backfillEnded, writeNdjson as writeRows } from '../../support/backfill-harness.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
-
-const dir = mkdtempSync(join(tmpdir(), 'prune-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function writeNdjson(lines: string[]): string {
-  const file = join(dir, `${uniqueName('rows')}.ndjson`);
-  writeFileSync(file, `${lines.join('\n')}\n`);
-  return file;
-}
 
 describe('prune', () => {
   const { cleanups, setup, start } = pipelineHarness('prune');
 
-  function control(config: Config): BackfillControl {
-    const redis = createRedis(config.redis.url, 'prune');
-    const c = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
-    cleanups.push(async () => {
-      await c.close();
-      await redis.quit();
-    });
-    return c;
-  }
+  const control = (config: Config) => backfillControl(config, cleanups);
+  const writeNdjson = (lines: string[]) => writeRows(lines, cleanups);
 
-  const finished = (c: BackfillControl, id: string) =>
-    waitFor(`backfill ${id} finished`, async () => {
-      const s = await c.status(id);
-      return s?.state === 'completed' || s?.state === 'failed' ? s : undefined;
-    });
+  const finished = backfillEnded;
 
   it('never deletes an item its own source has because another backfill read that item during the pass', async () => {
     const { config, produce } = await setup({ BACKFILL_CONCURRENCY: '2', BACKFILL_PAGE_SIZE: '10' });

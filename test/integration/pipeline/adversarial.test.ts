@@ -8,7 +8,7 @@ import { SinkError } from '../../../src/core/errors.js';
 import type { EmbedJobData } from '../../../src/queue/jobs.js';
 import { contentHash } from '../../../src/embed/content-hash.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
-import type { SinkBatch, SinkRecord, VectorSink } from '../../../src/sinks/vector-sink.js';
+import type { SinkBatch, SinkRecord } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
 import { waitFor } from '../../support/helpers.js';
 import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, replayGroup, skipped, upsertEvent } from '../../support/pipeline-harness.js';

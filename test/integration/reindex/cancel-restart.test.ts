@@ -4,11 +4,7 @@
  * group that reads the whole history (drop-old also deletes the old group).
  */
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../../../src/observability/logger.js';
-import { Metrics } from '../../../src/observability/metrics.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { GenerationSupervisor } from '../../../src/reindex/generation-supervisor.js';
-import { Reindexer } from '../../../src/reindex/reindex.js';
+import { runningGenerations } from '../../support/backfill-harness.js';
 import { waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
@@ -17,13 +13,7 @@ describe('cancel a re-index, start another', () => {
 
   it('the second re-index is filled from the whole Kafka history', async () => {
     const { config, produce } = await setup();
-    const supervisor = new GenerationSupervisor(config, { roles: ['ingest', 'embed', 'write'], logger: silentLogger, metrics: new Metrics() });
-    await supervisor.start();
-    cleanups.push(() => supervisor.close());
-    const redis = createRedis(config.redis.url, 'cancel');
-    cleanups.push(async () => void (await redis.quit()));
-    const reindexer = new Reindexer(config, redis);
-    const statusOf = async (id: number) => (await reindexer.status()).find((s) => s.generation.id === id);
+    const { reindexer, statusOf } = await runningGenerations(config, cleanups);
 
     await produce(Array.from({ length: 10 }, (_, i) => upsertEvent(`h-${i}`, 1, `history item ${i}`)));
     await waitFor('generation 1 indexed', async () => (await statusOf(1))?.points === 10);

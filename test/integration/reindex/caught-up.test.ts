@@ -7,27 +7,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../../../src/observability/logger.js';
-import { Metrics } from '../../../src/observability/metrics.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { GenerationSupervisor } from '../../../src/reindex/generation-supervisor.js';
-import { Reindexer } from '../../../src/reindex/reindex.js';
+import type { Config } from '../../../src/config/config.js';
+import { runningGenerations } from '../../support/backfill-harness.js';
 import { testKafka, uniqueName, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 describe('when is a new generation caught up', () => {
   const { cleanups, setup } = pipelineHarness('caught-up');
 
-  async function running(config: ConstructorParameters<typeof Reindexer>[0]) {
-    const supervisor = new GenerationSupervisor(config, { roles: ['ingest', 'embed', 'write', 'backfill'], logger: silentLogger, metrics: new Metrics() });
-    await supervisor.start();
-    cleanups.push(() => supervisor.close());
-    const redis = createRedis(config.redis.url, 'caught-up');
-    cleanups.push(async () => void (await redis.quit()));
-    const reindexer = new Reindexer(config, redis);
-    const statusOf = async (id: number) => (await reindexer.status()).find((s) => s.generation.id === id);
-    return { reindexer, statusOf };
-  }
+  const running = (config: Config) => runningGenerations(config, cleanups, ['ingest', 'embed', 'write', 'backfill']);
 
   it('a topic written by a transactional producer (Debezium, Kafka Connect exactly-once): the new generation, having indexed everything, reports caught up', async () => {
     const { config } = await setup({}, {}, 2);

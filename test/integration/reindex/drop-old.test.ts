@@ -5,11 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../../../src/observability/logger.js';
-import { Metrics } from '../../../src/observability/metrics.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { GenerationSupervisor } from '../../../src/reindex/generation-supervisor.js';
-import { Reindexer } from '../../../src/reindex/reindex.js';
+import { runningGenerations } from '../../support/backfill-harness.js';
 import { waitFor } from '../../support/helpers.js';
 import { HARNESS_MODEL, pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
@@ -31,13 +27,7 @@ describe('drop-old while workers still work on the old generation', () => {
 
   it('leaves no keys of the dropped generation behind when its last embeddings request answers after the drop', async () => {
     const { config, produce, stub } = await setup();
-    const supervisor = new GenerationSupervisor(config, { roles: ['ingest', 'embed', 'write'], logger: silentLogger, metrics: new Metrics() });
-    await supervisor.start();
-    cleanups.push(() => supervisor.close());
-    const redis = createRedis(config.redis.url, 'drop-old');
-    cleanups.push(async () => void (await redis.quit()));
-    const reindexer = new Reindexer(config, redis);
-    const statusOf = async (id: number) => (await reindexer.status()).find((s) => s.generation.id === id);
+    const { reindexer, redis, statusOf } = await runningGenerations(config, cleanups);
 
     await produce(Array.from({ length: 5 }, (_, i) => upsertEvent(`d-${i}`, 1, `item ${i}`)));
     await waitFor('generation 1 indexed', async () => (await statusOf(1))?.points === 5);

@@ -5,10 +5,8 @@
  */
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../../../src/observability/logger.js';
-import { Metrics } from '../../../src/observability/metrics.js';
+import { runningGenerations } from '../../support/backfill-harness.js';
 import { createRedis } from '../../../src/queue/connection.js';
-import { GenerationSupervisor } from '../../../src/reindex/generation-supervisor.js';
 import { Reindexer, servingConfig } from '../../../src/reindex/reindex.js';
 import { waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
@@ -74,10 +72,7 @@ describe('racing registry changes', () => {
 
   it('`switch` (e.g. from `reindex --wait`) racing `drop-old` (an operator cancelling the re-index) leaves a registry whose serving generation exists', async () => {
     const { config, produce } = await setup();
-    const supervisor = new GenerationSupervisor(config, { roles: ['ingest', 'embed', 'write'], logger: silentLogger, metrics: new Metrics() });
-    await supervisor.start();
-    cleanups.push(() => supervisor.close());
-    const observer = new Reindexer(config, connect(config.redis.url, 'observer'));
+    const { reindexer: observer } = await runningGenerations(config, cleanups);
     await produce(Array.from({ length: 10 }, (_, i) => upsertEvent(`s-${i}`, 1, `item ${i}`)));
     await waitFor('generation 1 indexed', async () => (await observer.status())[0]?.points === 10);
     await observer.start({ model: 'model-v2', dimensions: 16 });

@@ -5,12 +5,9 @@
  */
 import { connect } from '@lancedb/lancedb';
 import { describe, expect, it } from 'vitest';
+import { runningGenerations } from '../../support/backfill-harness.js';
 import { createProvider } from '../../../src/embed/create-provider.js';
-import { silentLogger } from '../../../src/observability/logger.js';
-import { Metrics } from '../../../src/observability/metrics.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { GenerationSupervisor } from '../../../src/reindex/generation-supervisor.js';
-import { Reindexer, servingConfig } from '../../../src/reindex/reindex.js';
+import { servingConfig } from '../../../src/reindex/reindex.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
 import { waitFor } from '../../support/helpers.js';
 import { QdrantContractServer } from '../../support/qdrant-contract/contract-server.js';
@@ -23,12 +20,7 @@ describe('re-index to a new model', () => {
 
   it('fills a new generation while live events reach both, switches with searches running, and drops the old one', async () => {
     const { config, produce } = await setup();
-    const supervisor = new GenerationSupervisor(config, { roles: ['ingest', 'embed', 'write', 'backfill'], logger: silentLogger, metrics: new Metrics() });
-    await supervisor.start();
-    cleanups.push(() => supervisor.close());
-    const redis = createRedis(config.redis.url, 'reindex-test');
-    cleanups.push(async () => void (await redis.quit()));
-    const reindexer = new Reindexer(config, redis);
+    const { reindexer, redis } = await runningGenerations(config, cleanups, ['ingest', 'embed', 'write', 'backfill']);
 
     await produce(Array.from({ length: 100 }, (_, i) => upsertEvent(`r-${i}`, 1, `catalog item ${i}, a product to find`, { n: i })));
     const count = async (generation: number) => (await reindexer.status()).find((s) => s.generation.id === generation)?.points;
@@ -96,12 +88,7 @@ describe('re-index to a new model', () => {
     const url = await contract.start();
     cleanups.push(() => contract.stop());
     const { config, produce } = await setup({ SINK: 'qdrant', QDRANT_URL: url, QDRANT_SERVING_ALIAS: 'products-serving' });
-    const supervisor = new GenerationSupervisor(config, { roles: ['ingest', 'embed', 'write'], logger: silentLogger, metrics: new Metrics() });
-    await supervisor.start();
-    cleanups.push(() => supervisor.close());
-    const redis = createRedis(config.redis.url, 'reindex-test-qdrant');
-    cleanups.push(async () => void (await redis.quit()));
-    const reindexer = new Reindexer(config, redis);
+    const { reindexer } = await runningGenerations(config, cleanups);
     await produce(Array.from({ length: 10 }, (_, i) => upsertEvent(`q-${i}`, 1, `qdrant item ${i}`)));
 
     const generation = await reindexer.start({ model: NEW_MODEL, dimensions: 16 });
