@@ -31,17 +31,39 @@ export class Tokenizer {
   }
 
   prepare(text: string): PreparedText {
-    // Cheap upper bound first: no text has more tokens than UTF-16 code units.
-    if (text.length <= this.maxTokens) return { text, tokens: this.encoding.countTokens(text), truncated: false };
+    // Cheap upper bound first: a BPE token covers at least one UTF-8 byte, so no text has more
+    // tokens than bytes. Not UTF-16 code units: a Hangul syllable is one unit and up to 3 tokens.
+    if (Buffer.byteLength(text, 'utf8') <= this.maxTokens) return { text, tokens: this.encoding.countTokens(text), truncated: false };
     const tokens = this.encoding.encode(text);
     if (tokens.length <= this.maxTokens) return { text, tokens: tokens.length, truncated: false };
-    let kept: number[];
-    if (this.strategy === 'head') {
-      kept = tokens.slice(0, this.maxTokens);
-    } else {
-      const head = Math.ceil(this.maxTokens / 2);
-      kept = [...tokens.slice(0, head), ...tokens.slice(tokens.length - (this.maxTokens - head))];
+    return this.cut(text, tokens);
+  }
+
+  /**
+   * Keeps the head (and the tail) of the tokens, then counts the text they decode to: a cut through
+   * a multi-byte character, or the seam between head and tail, can re-encode to a token more than
+   * was kept. One token less is kept until the text fits, so the count returned is the text's own.
+   */
+  private cut(text: string, tokens: number[]): PreparedText {
+    let head = this.strategy === 'head' ? this.maxTokens : Math.ceil(this.maxTokens / 2);
+    let tail = this.maxTokens - head;
+    for (;;) {
+      const kept = this.decodeHead(text, tokens.slice(0, head)) + (tail > 0 ? this.decodeTail(text, tokens.slice(tokens.length - tail)) : '');
+      const count = this.encoding.countTokens(kept);
+      if (count <= this.maxTokens) return { text: kept, tokens: count, truncated: true };
+      if (head >= tail) head -= 1;
+      else tail -= 1;
     }
-    return { text: this.encoding.decode(kept), tokens: kept.length, truncated: true };
+  }
+
+  /** Byte-level tokens can end inside a character, which decodes to U+FFFD: that fragment is dropped, not embedded. */
+  private decodeHead(text: string, tokens: number[]): string {
+    const decoded = this.encoding.decode(tokens);
+    return text.startsWith(decoded) ? decoded : decoded.replace(/\uFFFD+$/u, '');
+  }
+
+  private decodeTail(text: string, tokens: number[]): string {
+    const decoded = this.encoding.decode(tokens);
+    return text.endsWith(decoded) ? decoded : decoded.replace(/^\uFFFD+/u, '');
   }
 }
