@@ -4,8 +4,8 @@ import type { Config } from '../config/config.js';
 import { isAfter } from '../core/change-order.js';
 import { BackfillError, errorMessage, InvalidEventError, isRetryable } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
-import { parseChangeEvent, parseChangeRecord, type ChangeEvent } from '../ingest/change-event.js';
-import { chunkChanges, offerChanges } from '../ingest/ingest-consumer.js';
+import { coalescingKey, parseChangeEvent, parseChangeRecord, type ChangeEvent } from '../ingest/change-event.js';
+import { chunkChanges, offerChanges, type SizedChange } from '../ingest/ingest-consumer.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
@@ -205,13 +205,15 @@ export class BackfillRunner {
 
   /**
    * One page of records into embed jobs: validated with the event mapping (an invalid record is
-   * dead-lettered alone), coalesced per item, and offered to the item state, which drops what the
-   * sink holds already and marks every item for the prune. The jobs are returned, not yet queued.
+   * dead-lettered alone), coalesced per item (and version source), and offered to the item state,
+   * which drops what the sink holds already and refuses a row ordered by another version source
+   * than its item's (dead-lettered alone too); every item is marked for the prune. The jobs are
+   * returned, not yet queued.
    */
   private async observePage(backfillId: string, records: SourceRecord[], prune: boolean): Promise<{ jobs: EmbedJobSpec[]; counts: PageCounts }> {
     const { deadLetters, state } = this.options;
     const acceptedAt = Date.now();
-    const newest = new Map<string, { change: QueuedChange; bytes: number }>();
+    const newest = new Map<string, SizedChange>();
     const dead: DeadLetter[] = [];
     for (const record of records) {
       const source = `backfill:${backfillId}/${record.position}`;
@@ -220,18 +222,20 @@ export class BackfillRunner {
         const change: QueuedChange = { ...event, source, acceptedAt, backfill: backfillId };
         // Sized as queued; this also refuses a record that cannot be serialized, alone.
         const bytes = Buffer.byteLength(JSON.stringify(change));
-        const held = newest.get(event.itemId);
-        if (held === undefined || !isAfter(held.change, change)) newest.set(event.itemId, { change, bytes });
+        const held = newest.get(coalescingKey(event));
+        if (held === undefined || !isAfter(held.change, change)) newest.set(coalescingKey(event), { change, bytes, original: () => originalOf(record) });
       } catch (error) {
-        const original = record.kind === 'bytes' ? (record.value ?? Buffer.alloc(0)) : Buffer.from(safeJson(record.row));
-        dead.push({ stage: 'backfill', code: (error as { code?: string }).code ?? 'EVENT_INVALID', reason: errorMessage(error), itemId: undefined, original, key: record.kind === 'bytes' ? record.key : null, source });
+        const { value: original, key } = originalOf(record);
+        dead.push({ stage: 'backfill', code: (error as { code?: string }).code ?? 'EVENT_INVALID', reason: errorMessage(error), itemId: undefined, original, key, source });
       }
     }
 
     // A pruning pass records every item its source has, whatever becomes of the row.
-    if (prune) await this.options.store.markSeen(backfillId, [...newest.keys()]);
-    const offered = await offerChanges(state, this.queuedJobKeys, [...newest.values()], this.jobLimits());
+    if (prune) await this.options.store.markSeen(backfillId, [...new Set([...newest.values()].map((sized) => sized.change.itemId))]);
+    const offered = await offerChanges(state, this.queuedJobKeys, [...newest.values()], this.jobLimits(), { stage: 'backfill', mapping: this.options.config.events });
     const jobs = offered.jobs.map(({ jobId, changes }) => this.jobSpec(`backfill:${backfillId}`, jobId, changes));
+    // Rows of another version source than their item's: failed rows, like invalid ones.
+    dead.push(...offered.dead);
     await deadLetters.add(dead);
     if (dead.length > 0) this.options.logger.warn({ backfill: backfillId, count: dead.length, first: dead[0]?.reason }, 'invalid backfill records sent to the dead-letter store');
     const enqueued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
@@ -352,7 +356,12 @@ export class BackfillRunner {
       deletes.push({ itemId: record.itemId, op: 'delete', version, versionSource: 'version', updatedAt: undefined, text: undefined, metadata: {}, source: `backfill:${backfillId}/prune`, acceptedAt, backfill: backfillId });
     });
     if (deletes.length === 0) return 0;
-    const offered = await offerChanges(state, this.queuedJobKeys, deletes.map((change) => ({ change, bytes: 200 })), this.jobLimits());
+    const offered = await offerChanges(state, this.queuedJobKeys, deletes.map((change) => ({ change, bytes: 200 })), this.jobLimits(), {
+      stage: 'backfill',
+      mapping: this.options.config.events,
+      // Each delete carries its item's own current version, whatever its source.
+      versionsFromItemState: true,
+    });
     const jobs = offered.jobs.map(({ jobId, changes }) => this.jobSpec(`prune:${backfillId}`, jobId, changes));
     await store.addJobs([backfillId], jobs.map((j) => j.opts.jobId));
     if (jobs.length > 0) await embedQueue.addBulk(jobs);
@@ -384,6 +393,11 @@ export class BackfillRunner {
 
 /** The process is shutting down: the job is handed back at its checkpoint. */
 class ShutdownInterrupt extends Error {}
+
+/** A record as its source holds it, for the dead-letter store. */
+function originalOf(record: SourceRecord): { value: Buffer; key: Buffer | null } {
+  return record.kind === 'bytes' ? { value: record.value ?? Buffer.alloc(0), key: record.key } : { value: Buffer.from(safeJson(record.row)), key: null };
+}
 
 function safeJson(value: unknown): string {
   try {

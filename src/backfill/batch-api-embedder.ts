@@ -66,7 +66,10 @@ export class BatchApiEmbedder {
 
     const batch = await this.runBatch(texts, control);
     const { vectors, failures, tokens } = await this.results(batch);
-    if (vectors.size > 0) await this.options.usage.record(batchUsageModel(model), vectors.size, tokens);
+    // Best effort, as on the normal path: a refused usage record never costs the vectors.
+    if (vectors.size > 0) {
+      await this.options.usage.record(batchUsageModel(model), vectors.size, tokens).catch((error: unknown) => this.options.logger.warn({ batch: batch.id, err: (error as Error).message }, 'could not record the batch usage; its vectors go on to be written'));
+    }
     if (failures.size > 0) this.options.logger.warn({ batch: batch.id, failed: failures.size, first: [...failures.values()][0] }, 'Batch API requests failed; their items go the normal way');
 
     const embeddedAt = new Date().toISOString();

@@ -1,12 +1,11 @@
 #!/usr/bin/env node
-/** The `indexer` command line: worker, produce, backfill, search, export, dlq, verify, demo. */
+/** The `indexer` command line: worker, produce, backfill, search, export, dlq, verify, recover, demo. */
 import { Command, InvalidArgumentError } from 'commander';
 import { createKafka } from '../ingest/kafka.js';
 import { ensureTopic, produceLines, readLines } from '../ingest/produce.js';
 import { createLogger } from '../observability/logger.js';
 import { ROLES, type Role } from '../pipeline/pipeline.js';
 import { runWorkerProcess } from '../pipeline/worker-process.js';
-import { DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import { Queue } from 'bullmq';
 import { EMBED_QUEUE } from '../queue/jobs.js';
 import { ItemStateStore } from '../state/item-state.js';
@@ -16,6 +15,8 @@ import { configOrExit, openSink, servingConfigOf, withRedis } from './context.js
 import { reindexCommand } from './reindex.js';
 import { configFor, GenerationStore } from '../reindex/generations.js';
 import { backfillCommand } from './backfill.js';
+import { dlqCommand } from './dlq.js';
+import { recoverCommand } from './recover.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
 import { formatHits, searchText } from './search.js';
@@ -90,22 +91,7 @@ program
     process.stderr.write(`exported ${count} records\n`);
   });
 
-program
-  .command('dlq')
-  .description('dead-letter store: list the events and jobs that could not be indexed')
-  .command('list')
-  .option('--limit <n>', 'how many entries', positiveInt, 20)
-  .action(async (opts: { limit: number }) => {
-    const config = await servingConfigOf(configOrExit());
-    await withRedis(config, async (redis) => {
-      const store = new DeadLetterStore(redis, config.redis.prefix);
-      const entries = await store.list(opts.limit);
-      process.stdout.write(`${await store.count()} dead letters\n`);
-      for (const e of entries) {
-        process.stdout.write(`${JSON.stringify({ id: e.id, at: e.at, stage: e.stage, code: e.code, reason: e.reason, item_id: e.itemId, source: e.source, original: e.original.toString('utf8').slice(0, 500) })}\n`);
-      }
-    });
-  });
+program.addCommand(dlqCommand(positiveInt));
 
 program
   .command('resume')
@@ -172,6 +158,7 @@ program
 
 program.addCommand(backfillCommand(positiveInt));
 program.addCommand(reindexCommand(positiveInt));
+program.addCommand(recoverCommand());
 
 program
   .command('demo')

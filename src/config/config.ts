@@ -12,10 +12,11 @@ export interface Config {
     groupId: string;
     clientId: string;
     fromBeginning: boolean;
+    sessionTimeoutMs: number;
     ssl: boolean;
     sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string } | undefined;
   };
-  redis: { url: string; prefix: string; highWater: number; jobAttempts: number; jobBackoffMs: number; jobStallLimit: number; jobLockMs: number; tombstoneRetentionSeconds: number };
+  redis: { url: string; prefix: string; highWater: number; minReplicas: number; durabilityTimeoutMs: number; jobAttempts: number; jobBackoffMs: number; jobStallLimit: number; jobLockMs: number; tombstoneRetentionSeconds: number };
   events: {
     idField: string;
     opField: string;
@@ -66,6 +67,7 @@ export interface Config {
     writeConcurrency: number;
     writeBatchSize: number;
     writeLingerMs: number;
+    writeQueueMaxBytes: number;
   };
   backfill: { pageSize: number; maxJobsInFlight: number; concurrency: number; postgresUrl: string | undefined; batchApiMaxInputs: number; batchApiPollMs: number };
   observability: { logLevel: string; metricsPort: number | undefined };
@@ -170,6 +172,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       groupId: s.KAFKA_GROUP_ID,
       clientId: s.KAFKA_CLIENT_ID,
       fromBeginning: s.KAFKA_FROM_BEGINNING,
+      sessionTimeoutMs: s.KAFKA_SESSION_TIMEOUT_MS,
       ssl: s.KAFKA_SSL,
       sasl,
     },
@@ -177,6 +180,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       url: s.REDIS_URL,
       prefix: s.QUEUE_PREFIX,
       highWater: s.QUEUE_HIGH_WATER,
+      minReplicas: s.REDIS_MIN_REPLICAS,
+      durabilityTimeoutMs: s.REDIS_DURABILITY_TIMEOUT_MS,
       jobAttempts: s.JOB_ATTEMPTS,
       jobBackoffMs: s.JOB_BACKOFF_MS,
       jobStallLimit: s.JOB_STALL_LIMIT,
@@ -230,6 +235,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       writeConcurrency: s.WRITE_CONCURRENCY,
       writeBatchSize: s.WRITE_BATCH_SIZE ?? (sinkKind === 'lancedb' ? 1024 : 256),
       writeLingerMs: s.WRITE_BATCH_LINGER_MS,
+      writeQueueMaxBytes: s.WRITE_QUEUE_MAX_BYTES,
     },
     backfill: { pageSize: s.BACKFILL_PAGE_SIZE, maxJobsInFlight: s.BACKFILL_MAX_JOBS_IN_FLIGHT, concurrency: s.BACKFILL_CONCURRENCY, postgresUrl: s.POSTGRES_URL, batchApiMaxInputs: s.BATCH_API_MAX_INPUTS, batchApiPollMs: s.BATCH_API_POLL_MS },
     observability: { logLevel: s.LOG_LEVEL, metricsPort: s.METRICS_PORT },

@@ -58,6 +58,7 @@ export const SETTINGS = {
   KAFKA_TOPICS: setting('kafka', list, 'catalog.changes', 'Topics holding change events, comma-separated.'),
   KAFKA_GROUP_ID: setting('kafka', name, 'embedding-indexer', 'Consumer group of the ingest role; replicas share it.'),
   KAFKA_CLIENT_ID: setting('kafka', name, 'embedding-indexer', 'Client id sent to the brokers.'),
+  KAFKA_SESSION_TIMEOUT_MS: setting('kafka', int(6000, 300000), '30000', 'How long the brokers wait for an ingest consumer\'s heartbeat before giving its partitions to another (6000 is the brokers\' usual minimum). A batch that waits on Redis longer loses its partition to a rebalance and is read again; nothing is lost.'),
   KAFKA_FROM_BEGINNING: setting('kafka', bool, 'true', 'A new consumer group starts at the earliest offset (false: only new events).'),
   KAFKA_SSL: setting('kafka', bool, 'false', 'Connect to the brokers over TLS.'),
   KAFKA_SASL_MECHANISM: setting('kafka', z.enum(['none', 'plain', 'scram-sha-256', 'scram-sha-512']), 'none', 'SASL mechanism for the brokers.'),
@@ -69,6 +70,8 @@ export const SETTINGS = {
   QUEUE_PREFIX: setting('redis', name, 'indexer', 'Prefix of every Redis key the indexer writes; separate deployments on one Redis need different prefixes.'),
   QUEUE_HIGH_WATER: setting('redis', int(1), '64', 'Ingest pauses while the embed and write queues together hold more waiting jobs than this, and resumes below it. Each job is bounded (EMBED_JOB_MAX_ITEMS and EMBED_JOB_MAX_BYTES; a write job holds one embeddings request), so this bounds the Redis memory a backlog takes.'),
   TOMBSTONE_RETENTION_SECONDS: setting('redis', int(1), '604800', 'How long a deleted item\'s tombstone (its delete version) is kept; a late upsert older than the delete is ignored while it lasts. Set it longer than any replay or redelivery delay.'),
+  REDIS_MIN_REPLICAS: setting('redis', int(0, 100), '0', 'Replicas that must have received (WAIT) the jobs of a Kafka batch before ingest commits its offsets; until they have, ingest holds the batch and reports not ready. 0: no replica is awaited (the primary\'s own AOF fsync still is, on Redis 7.2+ with appendonly yes, by WAITAOF).'),
+  REDIS_DURABILITY_TIMEOUT_MS: setting('redis', int(10, 600000), '5000', 'Longest one WAIT / WAITAOF may block before ingest tries again (the batch stays uncommitted meanwhile).'),
   JOB_ATTEMPTS: setting('redis', int(1, 100), '8', 'Attempts per embed or write job; an item still failing at the last attempt goes to the dead-letter store alone (its batch-mates are not held back).'),
   JOB_BACKOFF_MS: setting('redis', int(1), '1000', 'First retry delay of a job whose items failed; doubles per attempt.'),
   JOB_LOCK_MS: setting('redis', int(1000), '30000', 'How long a job stays locked to a worker that stops renewing the lock (renewed every half of it while the worker lives): after a crash, its jobs are taken over this long later.'),
@@ -126,6 +129,7 @@ export const SETTINGS = {
   EMBED_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial embeddings batch waits for more jobs.'),
   WRITE_CONCURRENCY: setting('workers', int(1, 10000), '32', 'Write jobs (one per embeddings request) held at once per process; their writes are grouped into sink batches.'),
   WRITE_BATCH_SIZE: setting('workers', int(1, 10000).optional(), undefined, 'Most points per sink write (default 1024 for LanceDB, where every write is a commit, and 256 for Qdrant, which advises 64-256 and caps a request at 32 MB).'),
+  WRITE_QUEUE_MAX_BYTES: setting('workers', int(65536), '268435456', 'Most bytes the write queue may hold (its jobs carry vectors): while it holds more, embed jobs wait in their queue instead of buying more vectors, so a long sink outage cannot fill Redis. Each process may overshoot by the write jobs its embeddings requests in flight produce.'),
   WRITE_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial sink batch waits for more jobs.'),
 
   // Backfills

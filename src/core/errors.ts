@@ -19,10 +19,17 @@ export type ErrorCode =
   | 'SINK_UNAVAILABLE'
   | 'SINK_REJECTED'
   | 'SINK_SCHEMA_MISMATCH'
+  | 'WRITE_ITEM_BUSY'
+  | 'WRITE_QUEUE_FULL'
+  | 'SHUTTING_DOWN'
   | 'JOB_STALLED'
   | 'BACKFILL_INVALID'
   | 'BACKFILL_SOURCE_UNAVAILABLE'
-  | 'BACKFILL_CANCELLED';
+  | 'BACKFILL_CANCELLED'
+  | 'REDIS_MISCONFIGURED'
+  | 'REDIS_NOT_DURABLE'
+  | 'REDIS_DATA_LOST'
+  | 'INGEST_FAILED';
 
 export interface IndexerErrorOptions {
   canRetry: boolean;
@@ -83,6 +90,17 @@ export class DeferredError extends IndexerError {
     super(code, message, { canRetry: true, ...options });
   }
 }
+/**
+ * The process is stopping: work that would otherwise be retried in process (another attempt, a
+ * wait for the rate limiter) goes back to the queue instead, without spending an attempt, and
+ * another worker takes it. A request already sent is never abandoned: its answer is kept.
+ */
+export function handBackOnShutdown(error: unknown, stopping: AbortSignal | undefined): unknown {
+  if (!stopping?.aborted || error instanceof DeferredError) return error;
+  if (!isRetryable(error) && !(error instanceof Error && error.name === 'AbortError')) return error;
+  return new DeferredError('SHUTTING_DOWN', `the worker is stopping: the job goes back to the queue (${errorMessage(error)})`, { retryAfterMs: 0 });
+}
+
 export class VectorError extends IndexerError {
   constructor(message: string, details?: Record<string, unknown>) {
     super('VECTOR_INVALID', message, { canRetry: false, details });
@@ -116,6 +134,42 @@ const RETRYABLE_SYSTEM_CODES = new Set([
   'UND_ERR_CLOSED',
 ]);
 
+/**
+ * Redis replies that mean "not now", each healing without any change to the command: out of memory
+ * under noeviction (OOM), a read-only replica or a failover in progress (READONLY, MASTERDOWN,
+ * NOREPLICAS), a script running past its time (BUSY), a dataset still loading (LOADING), writes
+ * refused after a failed RDB save (MISCONF), a cluster resharding or down (TRYAGAIN, CLUSTERDOWN).
+ * Dead-lettering on them would throw away work (vectors paid for) over a passing Redis condition.
+ * Every other reply (WRONGTYPE, NOSCRIPT, a script bug) says the command itself is wrong: final.
+ */
+const TRANSIENT_REDIS_REPLIES = new Set(['OOM', 'READONLY', 'BUSY', 'LOADING', 'MISCONF', 'TRYAGAIN', 'CLUSTERDOWN', 'MASTERDOWN', 'NOREPLICAS']);
+
+/**
+ * Redis before 7 wraps the reply of a command that failed inside a script:
+ * `ERR Error running script (call to f_<sha>): @user_script:41: @user_script: 41: -OOM command not allowed ...`.
+ * Redis 7 passes the inner reply through as it is (`OOM command not allowed ... script: <sha>, on @user_script:1.`).
+ */
+const WRAPPED_SCRIPT_REPLY = /^ERR Error running script \(call to [^)]*\): (?:@user_script:\s*\d+: )*-?([A-Z]+) /;
+
+/** ioredis's own errors for a connection that is gone or going: the command was never answered. */
+const REDIS_CONNECTION_LOST = new Set(['Connection is closed.', "Stream isn't writeable and enableOfflineQueue options is false"]);
+
+/**
+ * A Redis error that may pass: a transient reply, recognised by its error code (the reply's first
+ * word, or the wrapped script reply's), never by words anywhere in the message; or ioredis giving
+ * up on a connection. Named by class (`ReplyError`, `MaxRetriesPerRequestError`) so that core code
+ * does not depend on ioredis.
+ */
+function isTransientRedisError(link: unknown): boolean {
+  if (!(link instanceof Error)) return false;
+  if (link.name === 'MaxRetriesPerRequestError') return true;
+  if (link.name === 'ReplyError') {
+    const code = WRAPPED_SCRIPT_REPLY.exec(link.message)?.[1] ?? /^[A-Z]+(?= |$)/.exec(link.message)?.[0];
+    return code !== undefined && TRANSIENT_REDIS_REPLIES.has(code);
+  }
+  return REDIS_CONNECTION_LOST.has(link.message);
+}
+
 function* causeChain(error: unknown): Generator<unknown> {
   const seen = new Set<unknown>();
   let current: unknown = error;
@@ -128,8 +182,8 @@ function* causeChain(error: unknown): Generator<unknown> {
 
 /**
  * Retry only when nothing in the cause chain says it cannot succeed, and something says it may:
- * our own errors by their flag, network failures by their system code. Unknown errors are not
- * retried: a bug retried is a bug multiplied.
+ * our own errors by their flag, network failures by their system code, Redis by its reply (see
+ * isTransientRedisError). Unknown errors are not retried: a bug retried is a bug multiplied.
  */
 export function isRetryable(error: unknown): boolean {
   let retryable = false;
@@ -138,6 +192,8 @@ export function isRetryable(error: unknown): boolean {
       if (!link.canRetry) return false;
       retryable = true;
     } else if (typeof (link as { code?: unknown }).code === 'string' && RETRYABLE_SYSTEM_CODES.has((link as { code: string }).code)) {
+      retryable = true;
+    } else if (isTransientRedisError(link)) {
       retryable = true;
     }
   }

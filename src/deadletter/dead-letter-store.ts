@@ -17,13 +17,39 @@ export interface DeadLetter {
 export interface StoredDeadLetter extends Omit<DeadLetter, 'original' | 'key'> {
   id: string;
   at: string;
+  /** The original, or its first MAX_ORIGINAL_BYTES when `truncated`. */
   original: Buffer;
   key: Buffer | null;
+  /** The original was larger than MAX_ORIGINAL_BYTES and only its start is kept: it cannot be replayed. */
+  truncated: boolean;
+  /** The original's full size in bytes, kept or not. */
+  originalBytes: number;
+}
+
+/** Which dead letters a listing, a retry or a purge is about; every given field must match. */
+export interface DeadLetterFilter {
+  stage?: DeadLetterStage;
+  code?: string;
 }
 
 /**
+ * The most bytes of an original an entry keeps. The stream holds up to a million entries, so what
+ * one entry may cost matters more than any one entry: a flood of oversized events (up to the
+ * broker's message limit, beyond EVENT_MAX_BYTES) must not cost their full size each in Redis
+ * memory. 256 KiB keeps whole everything the pipeline itself makes within its defaults (an embed
+ * or write letter is a change or a write: text, metadata and a base64 vector of at most 3072
+ * dimensions, 16 KiB), so those stay replayable; what is cut is an input already too large to index,
+ * and its start still shows a person what it was.
+ */
+export const MAX_ORIGINAL_BYTES = 256 * 1024;
+
+/** Entries read per XRANGE when a whole stream is walked (a retry or a purge by filter). */
+const PAGE = 500;
+
+/**
  * Dead letters live in one Redis stream per deployment, capped (approximately) at maxEntries so
- * a flood of bad input cannot exhaust Redis. Entries keep the original bytes for replay.
+ * a flood of bad input cannot exhaust Redis. Entries keep the original bytes for replay, up to
+ * MAX_ORIGINAL_BYTES each.
  */
 export class DeadLetterStore {
   readonly key: string;
@@ -40,6 +66,7 @@ export class DeadLetterStore {
     if (entries.length === 0) return;
     const pipeline = this.redis.pipeline();
     for (const entry of entries) {
+      const cut = entry.original.length > MAX_ORIGINAL_BYTES;
       pipeline.xadd(
         this.key,
         'MAXLEN',
@@ -52,8 +79,9 @@ export class DeadLetterStore {
         'item_id', entry.itemId ?? '',
         'source', entry.source ?? '',
         'key', entry.key === null ? '' : entry.key.toString('base64'),
-        'original', entry.original.toString('base64'),
+        'original', (cut ? entry.original.subarray(0, MAX_ORIGINAL_BYTES) : entry.original).toString('base64'),
         'at', new Date().toISOString(),
+        ...(cut ? ['truncated', '1', 'original_bytes', String(entry.original.length)] : []),
       );
     }
     const results = await pipeline.exec();
@@ -65,22 +93,68 @@ export class DeadLetterStore {
     return this.redis.xlen(this.key);
   }
 
-  async list(limit = 100): Promise<StoredDeadLetter[]> {
-    const rows = await this.redis.xrange(this.key, '-', '+', 'COUNT', limit);
-    return rows.map(([id, flat]) => {
-      const f: Record<string, string> = {};
-      for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
-      return {
-        id,
-        stage: f.stage as DeadLetterStage,
-        code: f.code ?? '',
-        reason: f.reason ?? '',
-        itemId: f.item_id || undefined,
-        source: f.source || undefined,
-        key: f.key ? Buffer.from(f.key, 'base64') : null,
-        original: Buffer.from(f.original ?? '', 'base64'),
-        at: f.at ?? '',
-      };
-    });
+  /** The oldest `limit` entries that match the filter. */
+  async list(limit = 100, filter: DeadLetterFilter = {}): Promise<StoredDeadLetter[]> {
+    const found: StoredDeadLetter[] = [];
+    const filtered = filter.stage !== undefined || filter.code !== undefined;
+    for await (const page of this.pages(filter, filtered ? PAGE : Math.min(limit, PAGE))) {
+      found.push(...page.slice(0, limit - found.length));
+      if (found.length >= limit) break;
+    }
+    return found;
   }
+
+  async get(id: string): Promise<StoredDeadLetter | undefined> {
+    const rows = await this.redis.xrange(this.key, id, id);
+    return rows[0] === undefined ? undefined : parseEntry(rows[0]);
+  }
+
+  /**
+   * Every entry matching the filter, oldest first, a page at a time, up to the newest entry when
+   * the walk starts: letters added meanwhile (a retried entry that failed again) are not walked
+   * into. Entries the caller deletes between pages do not disturb it: each page starts after the
+   * last id read.
+   */
+  async *pages(filter: DeadLetterFilter = {}, pageSize = PAGE): AsyncIterable<StoredDeadLetter[]> {
+    const newest = (await this.redis.xrevrange(this.key, '+', '-', 'COUNT', 1))[0]?.[0];
+    if (newest === undefined) return;
+    let start = '-';
+    for (;;) {
+      const rows = await this.redis.xrange(this.key, start, newest, 'COUNT', pageSize);
+      if (rows.length === 0) return;
+      const page = rows.map(parseEntry).filter((entry) => matches(entry, filter));
+      if (page.length > 0) yield page;
+      if (rows.length < pageSize) return;
+      start = `(${(rows[rows.length - 1] as [string, string[]])[0]}`;
+    }
+  }
+
+  /** Deletes entries by id; returns how many existed. */
+  async remove(ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    return this.redis.xdel(this.key, ...ids);
+  }
+}
+
+function matches(entry: StoredDeadLetter, filter: DeadLetterFilter): boolean {
+  return (filter.stage === undefined || entry.stage === filter.stage) && (filter.code === undefined || entry.code === filter.code);
+}
+
+function parseEntry([id, flat]: [string, string[]]): StoredDeadLetter {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
+  const original = Buffer.from(f.original ?? '', 'base64');
+  return {
+    id,
+    stage: f.stage as DeadLetterStage,
+    code: f.code ?? '',
+    reason: f.reason ?? '',
+    itemId: f.item_id || undefined,
+    source: f.source || undefined,
+    key: f.key ? Buffer.from(f.key, 'base64') : null,
+    original,
+    at: f.at ?? '',
+    truncated: f.truncated === '1',
+    originalBytes: f.original_bytes ? Number(f.original_bytes) : original.length,
+  };
 }

@@ -2,7 +2,7 @@ import type { Queue } from 'bullmq';
 import { BACKFILL_PRIORITY } from '../backfill/backfill-job.js';
 import type { BackfillStore } from '../backfill/backfill-store.js';
 import { isAfter } from '../core/change-order.js';
-import { DeferredError, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
+import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
@@ -15,14 +15,19 @@ import { RecentPurchases } from './recent-purchases.js';
 import type { EmbeddingProvider } from './provider.js';
 import type { PreparedText, Tokenizer } from './tokenizer.js';
 import type { UsageStore } from './usage.js';
+import type { WriteQueueBudget } from '../queue/write-budget.js';
 import { checkVector } from './vectors.js';
 
 /** A job deferred by a paused queue looks again this often; a paused queue does not hand it out meanwhile. */
 const PAUSED_RECHECK_MS = 5_000;
+/** An embed job held back by a full write queue looks again this often. */
+const WRITE_QUEUE_FULL_RECHECK_MS = 1_000;
 
 export interface EmbedStageOptions {
   provider: EmbeddingProvider;
   writeQueue: Queue<WriteJobData>;
+  /** The write queue's byte budget: no vectors are bought while it is spent. */
+  writeBudget: WriteQueueBudget;
   state: ItemStateStore;
   inflight: InflightVectors;
   /** Where write jobs of backfill rows are counted against their backfill. */
@@ -44,6 +49,8 @@ export interface EmbedStageOptions {
   pauseForOperator: (error: IndexerError) => Promise<void>;
   /** In-process retries of one embeddings request before the job itself is failed and retried. */
   retryPolicy?: RetryPolicy;
+  /** Aborted when the process stops: no new attempt or rate-limit wait starts (see handBackOnShutdown). */
+  stopping?: AbortSignal;
 }
 
 /** A change with its text cut to the token limit: what is hashed, weighed and sent. */
@@ -83,8 +90,16 @@ export class EmbedStage {
     });
   }
 
-  /** One embed job's changes: one outcome per change, in order. */
-  process(changes: QueuedChange[]): Promise<Outcome<void>[]> {
+  /**
+   * One embed job's changes: one outcome per change, in order. While the write queue holds its
+   * byte budget (the sink is down or slow), the job waits in the embed queue, spending no attempt.
+   */
+  async process(changes: QueuedChange[]): Promise<Outcome<void>[]> {
+    const { writeBudget } = this.options;
+    if (await writeBudget.spent()) {
+      const error = new DeferredError('WRITE_QUEUE_FULL', `the write queue holds its budget (WRITE_QUEUE_MAX_BYTES=${writeBudget.maxBytes}): the embed job waits until the writers catch up`, { retryAfterMs: WRITE_QUEUE_FULL_RECHECK_MS });
+      return changes.map(() => ({ ok: false, error }));
+    }
     return this.batcher.submitAll(changes.map((change) => this.prepare(change)));
   }
 
@@ -243,10 +258,12 @@ export class EmbedStage {
       async () => {
         await this.options.inflight.announce(vectors, jobId);
         if (backfills.length > 0) await this.options.backfills.addJobs(backfills, [jobId]);
-        await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
+        const job = await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
+        return job;
       },
       { policy: this.options.retryPolicy },
     );
+    await this.options.writeBudget.record(jobId, Buffer.byteLength(JSON.stringify(writes))).catch((error: unknown) => this.options.logger.warn({ err: (error as Error).message, jobId }, 'could not count a write job against the write queue budget'));
     this.options.metrics.jobsEnqueued.inc({ queue: 'write' });
   }
 
@@ -261,6 +278,7 @@ export class EmbedStage {
         try {
           const result = await withRetry(() => provider.embed(batch, { estimatedTokens }), {
             policy: this.options.retryPolicy,
+            signal: this.options.stopping,
             // This batch waits in process (its items stay batched together); on a 429 the endpoint's
             // shared limiter holds every replica's requests for the Retry-After as well.
             onRetry: ({ attempt, delayMs, error }) => logger.warn({ attempt, delayMs, err: (error as Error).message }, 'embeddings request failed; retrying'),
@@ -269,15 +287,28 @@ export class EmbedStage {
           metrics.embeddingInputs.inc({ model: provider.model }, batch.length);
           metrics.embeddingTokens.inc({ model: provider.model }, result.usage.totalTokens);
           metrics.embeddingCostUsd.inc({ model: provider.model }, this.options.usage.costOf(provider.model, result.usage.totalTokens) ?? 0);
-          await this.options.usage.record(provider.model, batch.length, result.usage.totalTokens);
+          await this.recordUsage(batch.length, result.usage.totalTokens);
           return result.vectors;
         } catch (error) {
           metrics.embeddingRequests.inc({ model: provider.model, outcome: error instanceof IndexerError ? error.code : 'error' });
-          throw await this.deferIfWaiting(error);
+          throw handBackOnShutdown(await this.deferIfWaiting(error), this.options.stopping);
         }
       },
       (error) => !isRetryable(error) && error instanceof IndexerError && error.code === 'EMBEDDINGS_REJECTED' && isInputError(error),
     );
+  }
+
+  /**
+   * Best effort: the vectors just bought are worth more than their line in the usage ledger. A
+   * Redis that refuses the record (OOM, a failover) costs the ledger this request, never the vectors.
+   */
+  private async recordUsage(inputs: number, tokens: number): Promise<void> {
+    const { provider, usage, logger } = this.options;
+    try {
+      await usage.record(provider.model, inputs, tokens);
+    } catch (error) {
+      logger.warn({ err: (error as Error).message, inputs, tokens }, 'could not record embeddings usage; the vectors go on to be written (`indexer usage` will undercount this request)');
+    }
   }
 
   /**

@@ -3,13 +3,20 @@ import type { Config } from '../config/config.js';
 
 export type Operation = 'upsert' | 'delete';
 
+/**
+ * Where an event's version comes from. Versions of two sources never compare: a `version` counter
+ * (42) is always "older" than a time in epoch ms (1.8e12), so an item keeps one source for good
+ * (the item state records it; an event of another source is dead-lettered, see OBSERVE).
+ */
+export type VersionSource = 'version' | 'updated_at' | 'kafka_timestamp';
+
 /** A change event after validation and field mapping: the only shape the pipeline sees. */
 export interface ChangeEvent {
   itemId: string;
   op: Operation;
   /** Orders the item's events: the version field, else updated_at in ms, else the Kafka timestamp. */
   version: number;
-  versionSource: 'version' | 'updated_at' | 'kafka_timestamp';
+  versionSource: VersionSource;
   /** ISO 8601, as the producer sent it, when it did. */
   updatedAt: string | undefined;
   /** The text to embed (templated already); undefined for deletes. */
@@ -111,14 +118,50 @@ function parseVersion(body: Record<string, unknown>, mapping: EventMapping): num
   return value;
 }
 
+/**
+ * An ISO 8601 (RFC 3339) date-time: the date, `T` (or a space, as PostgreSQL prints it), the time
+ * to the minute or finer, then `Z` or an offset (±HH:MM, ±HHMM, ±HH). The zone is optional here
+ * only so that its absence can be reported as such.
+ */
+const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$/;
+
+const daysInMonth = (year: number, month: number) => (month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31);
+
+/**
+ * Epoch ms of an ISO 8601 date-time with a time zone. Read here rather than by Date.parse, which
+ * takes a zone-less time in the process's local zone (so two hosts order one event differently),
+ * rolls 30 February over into March, and accepts formats that are not ISO at all.
+ */
+export function readIsoDateTime(text: string): { ms: number } | { problem: 'not_iso' | 'no_zone' } {
+  const m = ISO_DATE_TIME.exec(text);
+  if (m === null) return { problem: 'not_iso' };
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6] ?? '0'].map(Number) as [number, number, number, number, number, number];
+  const [offsetHours, offsetMinutes] = [Number(m[10] ?? 0), Number(m[11] ?? 0)];
+  // 60 seconds: RFC 3339's leap second.
+  const inRange = month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(year, month) && hour <= 23 && minute <= 59 && second <= 60 && offsetHours <= 23 && offsetMinutes <= 59;
+  if (!inRange) return { problem: 'not_iso' };
+  if (m[8] === undefined && m[9] === undefined) return { problem: 'no_zone' };
+  const date = new Date(0);
+  // setUTCFullYear, not Date.UTC: Date.UTC reads years 0 to 99 as 1900 to 1999.
+  date.setUTCFullYear(year, month - 1, day);
+  date.setUTCHours(hour, minute, second, Number((m[7] ?? '').padEnd(3, '0').slice(0, 3)));
+  const offsetMs = (m[9] === '-' ? -1 : 1) * (offsetHours * 60 + offsetMinutes) * 60_000;
+  return { ms: date.getTime() - offsetMs };
+}
+
 function parseUpdatedAt(body: Record<string, unknown>, mapping: EventMapping): { iso: string; ms: number } | undefined {
   const raw = readPath(body, mapping.updatedAtField);
   if (raw === undefined || raw === null) return undefined;
-  const ms = typeof raw === 'string' ? Date.parse(raw) : Number.NaN;
-  if (Number.isNaN(ms)) {
-    throw new InvalidEventError(`field "${mapping.updatedAtField}" must be an ISO 8601 date-time string, got ${JSON.stringify(raw)}`, mapping.updatedAtField);
+  const field = mapping.updatedAtField;
+  const read = typeof raw === 'string' ? readIsoDateTime(raw) : ({ problem: 'not_iso' } as const);
+  if ('ms' in read) return { iso: raw as string, ms: read.ms };
+  if (read.problem === 'no_zone') {
+    throw new InvalidEventError(
+      `field "${field}" has no time zone (${JSON.stringify(raw)}): it would be read in the local time zone of whichever host reads it; add Z for UTC (${JSON.stringify(`${raw as string}Z`)}) or the offset it was written in (e.g. ${JSON.stringify(`${raw as string}+02:00`)})`,
+      field,
+    );
   }
-  return { iso: raw as string, ms };
+  throw new InvalidEventError(`field "${field}" must be an ISO 8601 date-time with a time zone, such as "2026-11-20T10:00:00Z" or "2026-11-20T12:00:00+02:00", got ${JSON.stringify(raw)}`, field);
 }
 
 function parseText(body: Record<string, unknown>, mapping: EventMapping): string {
@@ -148,7 +191,33 @@ function parseMetadata(body: Record<string, unknown>, mapping: EventMapping): Re
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new InvalidEventError(`field "${mapping.metadataField}" must be a JSON object, got ${Array.isArray(raw) ? 'an array' : typeof raw}`, mapping.metadataField);
   }
+  if (nestsDeeperThan(raw, METADATA_MAX_DEPTH)) {
+    throw new InvalidEventError(
+      `field "${mapping.metadataField}" nests objects or arrays more than ${METADATA_MAX_DEPTH} levels deep: flatten it (no sink can filter on a payload that deep, and it cannot be queued)`,
+      mapping.metadataField,
+    );
+  }
   return raw as Record<string, unknown>;
+}
+
+/**
+ * How deep metadata may nest (the metadata object itself is level 1). JSON.parse reads any depth,
+ * but JSON.stringify, which queues the change, recurses and throws past a few thousand levels; the
+ * bound is far below that and far above any real payload. EVENT_MAX_BYTES bounds the size.
+ */
+export const METADATA_MAX_DEPTH = 64;
+
+/** Walks with a stack of its own, not recursion, so that the check itself cannot overflow. */
+function nestsDeeperThan(root: object, maxDepth: number): boolean {
+  const pending: [unknown, number][] = [[root, 1]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [value, depth] = next;
+    if (depth > maxDepth) return true;
+    for (const child of Object.values(value as object)) {
+      if (child !== null && typeof child === 'object') pending.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 /** Validates one Kafka message; throws InvalidEventError naming the field and the fix. */
@@ -201,4 +270,32 @@ export function parseChangeRecord(body: unknown, key: Buffer | null, fallback: {
     text: op === 'upsert' ? parseText(record, mapping) : undefined,
     metadata: op === 'upsert' ? parseMetadata(record, mapping) : {},
   };
+}
+
+/**
+ * Where events of one item coalesce (in a Kafka batch, a backfill page): only with events of the
+ * same version source, since versions of two sources do not compare; the item state then decides
+ * which source the item keeps.
+ */
+export function coalescingKey(event: Pick<ChangeEvent, 'itemId' | 'versionSource'>): string {
+  return `${event.versionSource}\u0000${event.itemId}`;
+}
+
+function describeVersionSource(source: VersionSource, mapping: EventMapping): string {
+  if (source === 'version') return `field "${mapping.versionField}"`;
+  if (source === 'updated_at') return `field "${mapping.updatedAtField}" (no "${mapping.versionField}")`;
+  return `the Kafka record timestamp (neither "${mapping.versionField}" nor "${mapping.updatedAtField}")`;
+}
+
+/**
+ * The item's versions come from one source and this event's from another: accepted, it would
+ * freeze the item (every later event of the other source looks older) or let an old copy win.
+ */
+export function versionSourceConflict(itemId: string, itemSource: VersionSource, eventSource: VersionSource, mapping: EventMapping): InvalidEventError {
+  // The field whose presence tells the two sources apart is the one to send always (or never).
+  const decisive = itemSource === 'version' || eventSource === 'version' ? mapping.versionField : mapping.updatedAtField;
+  return new InvalidEventError(
+    `item ${JSON.stringify(itemId)} is ordered by ${describeVersionSource(itemSource, mapping)}, but this event by ${describeVersionSource(eventSource, mapping)}: versions of the two never compare, so mixing them would freeze the item or let an old copy win; send "${decisive}" on every event of an item, or on none`,
+    decisive,
+  );
 }

@@ -3,17 +3,21 @@ import type { Queue } from 'bullmq';
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import type { Config } from '../config/config.js';
 import { isAfter } from '../core/change-order.js';
-import { errorMessage, InvalidEventError } from '../core/errors.js';
+import { errorMessage, IndexerError, InvalidEventError, isRetryable } from '../core/errors.js';
+import { backoffDelay, type RetryPolicy } from '../core/retry.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import type { CommitGate } from '../queue/redis-durability.js';
 import type { ItemStateStore, QueuedJobKeys, Verdict } from '../state/item-state.js';
-import { parseChangeEvent } from './change-event.js';
+import { coalescingKey, parseChangeEvent, versionSourceConflict, type EventMapping, type VersionSource } from './change-event.js';
 
 /**
  * INITIALIZED: constructed, not connected. RUNNING: consuming. STOPPING: close() called, the
- * current batch finishes and is committed. STOPPED: disconnected. FAILED: the consumer crashed.
+ * current batch finishes and is committed. STOPPED: disconnected. FAILED: the consumer crashed and
+ * kafkajs will not restart it (an error that retrying cannot fix): `onFatal` has been told, and
+ * nothing is consumed until the process is restarted.
  */
 export type IngestState = 'INITIALIZED' | 'RUNNING' | 'STOPPING' | 'STOPPED' | 'FAILED';
 
@@ -26,9 +30,28 @@ export interface IngestOptions {
   jobOptions: ReturnType<typeof defaultJobOptions>;
   state: ItemStateStore;
   deadLetters: DeadLetterStore;
+  /** Confirms a batch's jobs are durable, and Redis still holds the epoch, before its offsets are committed. */
+  gate: CommitGate;
+  /** Called once when ingest stops for good (FAILED); the worker process exits non-zero on it. */
+  onFatal?: (error: Error) => void;
   logger: Logger;
   metrics: Metrics;
 }
+
+/**
+ * A step of a batch that fails on something that passes (Redis away, out of memory, a replica
+ * behind) is tried again until it succeeds or ingest closes: the batch is held, uncommitted, and
+ * its partition with it, which is what a consumer should do while its downstream is unavailable.
+ */
+const STEP_RETRY: RetryPolicy = { attempts: Number.POSITIVE_INFINITY, baseDelayMs: 200, maxDelayMs: 5_000 };
+/** Retries of one step before its warnings become errors for the operator. */
+const STEP_RETRIES_BEFORE_ERROR = 5;
+/**
+ * Kafka's answers to a commit or heartbeat from a member the group has moved on from (the batch
+ * outlived the session timeout): the partition is someone else's now, and kafkajs re-joins the
+ * group when it sees one of these, but not when it arrives wrapped, as a commit's does.
+ */
+const GROUP_MOVED_ON = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID', 'NOT_COORDINATOR_FOR_GROUP']);
 
 /** Embed jobs per addBulk call (one Redis round trip each). */
 const ADD_BULK_JOBS = 50;
@@ -40,6 +63,17 @@ export interface SizedChange {
   change: QueuedChange;
   /** The event's size as it arrived: what the change weighs in its job. */
   bytes: number;
+  /** The event as it arrived, for the dead-letter store should the item state refuse it (read only then). */
+  original?: () => { value: Buffer; key: Buffer | null };
+}
+
+/** What offerChanges needs beyond the changes: where refusals are dead-lettered from, and how. */
+export interface OfferContext {
+  stage: 'ingest' | 'backfill';
+  /** Names the configured fields in a refusal's reason. */
+  mapping: EventMapping;
+  /** The versions were read from the items' own state (a prune's deletes): they fit any source. */
+  versionsFromItemState?: boolean;
 }
 
 /**
@@ -79,24 +113,45 @@ export function chunkChanges(changes: SizedChange[], maxItems: number, maxBytes:
 /**
  * Cuts changes into embed jobs and offers them to the item state (OBSERVE): the jobs keep only the
  * changes to queue (none older than one seen, none still queued, none the sink holds), and jobs
- * left empty are dropped. What ingest does with a Kafka batch and a backfill with a page.
+ * left empty are dropped. What ingest does with a Kafka batch and a backfill with a page. Changes
+ * the state refuses (a version source other than their item's) come back as dead letters, for
+ * the caller to store with the rest of its batch's before it commits.
  */
 export async function offerChanges(
   state: ItemStateStore,
   queued: QueuedJobKeys,
   changes: SizedChange[],
   limits: { maxItems: number; maxBytes: number },
-): Promise<{ jobs: { jobId: string; changes: QueuedChange[] }[]; verdicts: Verdict[] }> {
+  context: OfferContext,
+): Promise<{ jobs: { jobId: string; changes: QueuedChange[] }[]; verdicts: Verdict[]; dead: DeadLetter[] }> {
   const chunks = chunkChanges(changes, limits.maxItems, limits.maxBytes);
+  const offered = chunks.flatMap((chunk) => chunk.changes.map((sized) => ({ sized, jobId: chunk.jobId })));
   const verdicts = await state.observe(
-    chunks.flatMap((chunk) => chunk.changes.map(({ change }) => ({ itemId: change.itemId, version: change.version, op: change.op, jobId: chunk.jobId }))),
+    offered.map(({ sized: { change }, jobId }) => ({
+      itemId: change.itemId,
+      version: change.version,
+      op: change.op,
+      jobId,
+      versionSource: context.versionsFromItemState ? undefined : change.versionSource,
+    })),
     queued,
   );
   let k = 0;
   const jobs = chunks
     .map((chunk) => ({ jobId: chunk.jobId, changes: chunk.changes.filter(() => verdicts[k++] === 'queue').map(({ change }) => change) }))
     .filter((chunk) => chunk.changes.length > 0);
-  return { jobs, verdicts };
+  const dead = offered.flatMap(({ sized }, i) => {
+    const verdict = verdicts[i];
+    return typeof verdict === 'object' ? [refusedDeadLetter(sized, verdict.itemVersionSource, context)] : [];
+  });
+  return { jobs, verdicts, dead };
+}
+
+function refusedDeadLetter({ change, original }: SizedChange, itemSource: VersionSource, context: OfferContext): DeadLetter {
+  const error = versionSourceConflict(change.itemId, itemSource, change.versionSource, context.mapping);
+  // Without the bytes as they arrived, the change as parsed is the next best thing to replay.
+  const arrived = original?.() ?? { value: Buffer.from(JSON.stringify(change)), key: null };
+  return { stage: context.stage, code: error.code, reason: error.message, itemId: change.itemId, original: arrived.value, key: arrived.key, source: change.source };
 }
 
 /**
@@ -115,6 +170,12 @@ export class IngestConsumer {
   private paused = false;
   private lastBacklog = { at: 0, jobs: 0 };
   private readonly queuedJobKeys: QueuedJobKeys;
+  /** Why ingest stopped for good (state FAILED). */
+  private failure: Error | undefined;
+  /** Per partition, the step its batch is held at, and why (for readiness). */
+  private readonly held = new Map<string, string>();
+  /** Aborted by close(): batches held on a retry let go, uncommitted. */
+  private readonly stopping = new AbortController();
 
   constructor(private readonly options: IngestOptions) {
     const prefix = options.config.redis.prefix;
@@ -122,14 +183,39 @@ export class IngestConsumer {
     this.consumer = options.kafka.consumer({
       groupId: options.config.kafka.groupId,
       // Rebalances must not wait for a batch that is waiting below the high-water mark.
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
+      sessionTimeout: options.config.kafka.sessionTimeoutMs,
+      heartbeatInterval: Math.min(3_000, Math.floor(options.config.kafka.sessionTimeoutMs / 3)),
       maxBytesPerPartition: 1_048_576,
     });
-    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
-      if (!payload.restart) this.state = 'FAILED';
-      options.logger.error({ err: errorMessage(payload.error), restart: payload.restart }, 'kafka consumer crashed');
-    });
+    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => this.onCrash(payload.error, payload.restart));
+  }
+
+  /** Why this process cannot ingest now, in words (empty when it can). */
+  health(): string[] {
+    const reasons = [...this.held.entries()].map(([partition, why]) => `ingest holds a batch of ${partition} uncommitted: ${why}`);
+    if (this.state === 'FAILED') reasons.unshift(`ingest stopped for good: ${this.failure?.message ?? 'the Kafka consumer crashed'}`);
+    return reasons;
+  }
+
+  /**
+   * kafkajs restarts a crashed consumer only after errors it deems retriable; otherwise the
+   * consumer is gone while the process lives on, consuming nothing, unnoticed. That is turned
+   * into a failure the process acts on (not ready, exit non-zero, restarted by its supervisor).
+   */
+  private onCrash(error: Error, restart: boolean): void {
+    const { logger } = this.options;
+    if (restart) {
+      logger.warn({ err: errorMessage(error) }, 'kafka consumer crashed; kafkajs restarts it');
+      return;
+    }
+    if (this.state === 'STOPPING' || this.state === 'STOPPED') return;
+    this.failure ??= new IndexerError('INGEST_FAILED', `the Kafka consumer crashed and kafkajs will not restart it: ${errorMessage(error)}`, { canRetry: false, cause: error });
+    this.state = 'FAILED';
+    logger.error(
+      { err: this.failure.message, code: (this.failure as IndexerError).code },
+      'INGEST STOPPED: the Kafka consumer is gone; the process reports not ready and exits non-zero so that its supervisor restarts it. If it fails again, fix what the error names',
+    );
+    this.options.onFatal?.(this.failure);
   }
 
   async start(): Promise<void> {
@@ -140,7 +226,7 @@ export class IngestConsumer {
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 2,
-      eachBatch: (payload) => this.handleBatch(payload),
+      eachBatch: (payload) => this.handleBatchJudgingErrors(payload),
     });
     this.state = 'RUNNING';
     logger.info({ topics: config.kafka.topics, groupId: config.kafka.groupId }, 'ingest consuming');
@@ -149,20 +235,76 @@ export class IngestConsumer {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.state = 'STOPPING';
+      this.stopping.abort();
       await this.consumer.disconnect();
       this.state = 'STOPPED';
     })();
     return this.closing;
   }
 
+  /**
+   * What kafkajs does with an error thrown from eachBatch decides whether ingest survives it: most
+   * errors it retries a few times and then restarts the consumer for, but a TypeError or RangeError,
+   * or a commit refused because the group moved on (wrapped as non-retriable), stop the consumer
+   * for good. So every error is judged here. Transient ones were retried in place (see step()); the
+   * group moving on goes back to kafkajs as the rebalance it is, and kafkajs re-joins; kafkajs's own
+   * errors are left to it; anything else is final, marked so that kafkajs does not retry or restart
+   * and the process fails at once instead of retrying a bug.
+   */
+  private async handleBatchJudgingErrors(payload: EachBatchPayload): Promise<void> {
+    try {
+      await this.handleBatch(payload);
+    } catch (error) {
+      // Closing: the batch stays uncommitted, and whoever owns the partition next reads it again.
+      if (this.stopping.signal.aborted) return;
+      const movedOn = groupMovedOn(error);
+      if (movedOn) throw movedOn;
+      if (isKafkaJsError(error)) throw error;
+      this.failure = new IndexerError('INGEST_FAILED', `ingest met an error that retrying cannot fix: ${errorMessage(error)}`, { canRetry: false, cause: error });
+      throw Object.assign(this.failure, { retriable: false });
+    }
+  }
+
+  /**
+   * Runs one step of a batch, again and again while it fails on something that passes (Redis away
+   * or refusing writes for now, durability not confirmed yet), heartbeating between attempts so
+   * that the partition stays this consumer's; other errors go up at once. Until it succeeds the
+   * batch stays uncommitted and readiness names the step. close() ends the waiting between
+   * attempts, never an attempt: a batch in hand at a shutdown still finishes and is committed.
+   */
+  private async step<T>(partition: string, what: string, heartbeat: () => Promise<void>, operation: () => Promise<T>): Promise<T> {
+    const { logger } = this.options;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await operation();
+        } catch (error) {
+          if (!isRetryable(error) || this.stopping.signal.aborted) throw error;
+          const delayMs = backoffDelay(STEP_RETRY, attempt);
+          this.held.set(partition, `${what}: ${errorMessage(error)}`);
+          const fields = { partition, step: what, attempt, delayMs, err: errorMessage(error), code: (error as { code?: unknown }).code };
+          if (attempt < STEP_RETRIES_BEFORE_ERROR) logger.warn(fields, 'ingest batch step failed; retrying');
+          else logger.error(fields, 'ingest holds this batch uncommitted and keeps retrying: fix what the error names (Redis reachable, a primary, with memory and the configured replicas)');
+          await sleep(delayMs, undefined, { signal: this.stopping.signal });
+          await heartbeat();
+        }
+      }
+    } finally {
+      this.held.delete(partition);
+    }
+  }
+
   private async handleBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
     const { config, embedQueue, deadLetters, metrics, state, logger } = this.options;
     if (batch.messages.length === 0) return;
-    if (!(await this.waitBelowHighWater(heartbeat, isRunning))) return;
+    const partition = `${batch.topic}/${batch.partition}`;
+    if (!(await this.waitBelowHighWater(partition, heartbeat, isRunning))) return;
 
     const acceptedAt = Date.now();
     const { newest, dead } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
-    const offered = await offerChanges(state, this.queuedJobKeys, [...newest.values()], { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes });
+    const offered = await this.step(partition, 'offering the changes to the item state', heartbeat, () =>
+      offerChanges(state, this.queuedJobKeys, [...newest.values()], { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes }, { stage: 'ingest', mapping: config.events }),
+    );
     const verdicts = offered.verdicts;
     const jobs = offered.jobs.map(({ jobId, changes }) => ({
         // Where the job's first change came from, for dashboards: `topic/partition@offset`.
@@ -174,14 +316,17 @@ export class IngestConsumer {
     const parsed = batch.messages.length - dead.length;
     metrics.eventsSkipped.inc({ reason: 'coalesced' }, parsed - newest.size);
     const inSink = verdicts.filter((v) => v === 'in_sink').length;
-    metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.size - queuedChanges - inSink);
+    metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.size - queuedChanges - inSink - offered.dead.length);
     metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, inSink);
+    metrics.eventsInvalid.inc({ reason: 'version_source' }, offered.dead.length);
+    dead.push(...offered.dead);
 
+    // Job ids are fixed before the first attempt: adding a chunk again after a lost reply adds nothing twice.
     for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) {
-      await embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS));
+      await this.step(partition, 'adding embed jobs', heartbeat, () => embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS)));
       await heartbeat();
     }
-    await deadLetters.add(dead);
+    await this.step(partition, 'storing dead letters', heartbeat, () => deadLetters.add(dead));
     if (dead.length > 0) logger.warn({ count: dead.length, first: dead[0]?.reason, topic: batch.topic, partition: batch.partition }, 'invalid events sent to the dead-letter store');
     metrics.eventsConsumed.inc(batch.messages.length);
     logger.debug({ topic: batch.topic, partition: batch.partition, first: batch.firstOffset(), last: batch.lastOffset(), jobs: jobs.length, changes: queuedChanges, dead: dead.length }, 'batch enqueued');
@@ -190,12 +335,19 @@ export class IngestConsumer {
     // A rebalance took the partition away meanwhile: its new owner re-reads from the last commit,
     // and the item state keeps a change still queued from being queued twice.
     if (isStale()) return;
+    // Acknowledged is not durable: the commit waits until the jobs would survive a Redis crash
+    // or failover as far as the Redis allows (CommitGate), and Redis still holds the epoch.
+    await this.step(partition, 'confirming the jobs are durable in Redis', heartbeat, () => this.options.gate.confirm());
+    if (isStale()) return;
     // resolveOffset moves this consumer's fetch position; the commit makes it survive a restart.
     resolveOffset(batch.lastOffset());
     await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(batch.lastOffset()) + 1n).toString() }]);
   }
 
-  /** Validates every message; keeps each item's newest change (with its size) and the dead letters. */
+  /**
+   * Validates every message; keeps each item's newest change per version source (with its size)
+   * and the dead letters.
+   */
   private parseBatch(topic: string, partition: number, messages: KafkaMessage[], acceptedAt: number): { newest: Map<string, SizedChange>; dead: DeadLetter[] } {
     const { config, metrics } = this.options;
     const newest = new Map<string, SizedChange>();
@@ -206,11 +358,11 @@ export class IngestConsumer {
       try {
         const event = parseChangeEvent({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
         itemId = event.itemId;
-        const held = newest.get(event.itemId);
+        const held = newest.get(coalescingKey(event));
         if (held === undefined || !isAfter(held.change, event)) {
           const change: QueuedChange = { ...event, source, acceptedAt };
           assertSerializable(change);
-          newest.set(event.itemId, { change, bytes: message.value?.length ?? 0 });
+          newest.set(coalescingKey(event), { change, bytes: message.value?.length ?? 0, original: () => ({ value: message.value ?? Buffer.alloc(0), key: message.key ?? null }) });
         }
       } catch (error) {
         // Whatever one event does to the parser (a RangeError from a template over deep nesting
@@ -228,12 +380,12 @@ export class IngestConsumer {
    * high-water mark, hold the batch (and the partition). Jobs are bounded in items and bytes, so
    * this bounds what a backlog costs Redis; Kafka keeps the rest.
    */
-  private async waitBelowHighWater(heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<boolean> {
+  private async waitBelowHighWater(partition: string, heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<boolean> {
     const { config, logger } = this.options;
     const highWater = config.redis.highWater;
     if (Date.now() - this.lastBacklog.at < HIGH_WATER_RECHECK_MS && this.lastBacklog.jobs < highWater / 2) return true;
     for (;;) {
-      const backlog = await this.backlog();
+      const backlog = await this.step(partition, 'counting the queued jobs', heartbeat, () => this.backlog());
       this.lastBacklog = { at: Date.now(), jobs: backlog };
       if (backlog < highWater) {
         if (this.paused) logger.info({ backlog }, 'queue backlog below the high-water mark; ingest resumes');
@@ -257,4 +409,17 @@ export class IngestConsumer {
     const [embed, write] = await Promise.all([this.options.embedQueue.getJobCountByTypes('waiting', 'delayed'), this.options.writeQueue.getJobCountByTypes('waiting', 'delayed')]);
     return embed + write;
   }
+}
+
+/** The Kafka error in a chain that says the group moved on from this member, if any. */
+function groupMovedOn(error: unknown): Error | undefined {
+  for (let link = error; link instanceof Error; link = link.cause) {
+    if (GROUP_MOVED_ON.has(String((link as { type?: unknown }).type))) return link;
+  }
+  return undefined;
+}
+
+/** kafkajs's own errors, by name: its error classes are not exports Node's ESM loader can see. */
+function isKafkaJsError(error: unknown): boolean {
+  return error instanceof Error && error.name.startsWith('KafkaJS');
 }

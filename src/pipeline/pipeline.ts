@@ -10,6 +10,8 @@ import { UsageStore } from '../embed/usage.js';
 import type { EmbeddingProvider, EndpointHealth } from '../embed/provider.js';
 import { IngestConsumer } from '../ingest/ingest-consumer.js';
 import { createKafka } from '../ingest/kafka.js';
+import { checkRedisAtStart, CommitGate } from '../queue/redis-durability.js';
+import { committedOffsets, epochKey, openEpoch } from '../state/epoch.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { createRedis } from '../queue/connection.js';
@@ -27,6 +29,7 @@ import { BatchApiClient } from '../embed/batch-api.js';
 import type { VectorSink } from '../sinks/vector-sink.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { WriteStage } from '../write/write-stage.js';
+import { WriteQueueBudget } from '../queue/write-budget.js';
 
 export const ROLES = ['ingest', 'embed', 'write', 'backfill'] as const;
 export type Role = (typeof ROLES)[number];
@@ -38,6 +41,8 @@ export interface PipelineOptions {
   /** Injected by tests and the demo; otherwise built from the config. */
   provider?: EmbeddingProvider;
   sink?: VectorSink;
+  /** Told when a role stops for good (ingest's Kafka consumer crashed past restarting): the process should exit non-zero. */
+  onFatal?: (error: Error) => void;
 }
 
 export interface Pipeline {
@@ -74,6 +79,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
   try {
     const redis = createRedis(config.redis.url, `indexer-${options.roles.join('+')}`);
     releasers.add('redis', () => redis.quit());
+    const durability = await checkRedisAtStart(redis, config.redis.minReplicas, logger);
     const prefix = config.redis.prefix;
     const embedQueue = new Queue<EmbedJobData>(EMBED_QUEUE, { connection: redis, prefix });
     releasers.add('embed queue', () => embedQueue.close());
@@ -88,9 +94,12 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     // A live worker renews its jobs' locks every half lock, however long a batch waits on the API;
     // the lock only runs out when the worker is gone, and the stalled check then hands its jobs
     // to another worker.
+    // Aborted first when the pipeline closes: in-hand work that would wait or retry goes back to the queue.
+    const shutdown = new AbortController();
     const lockOptions = { lockDuration: config.redis.jobLockMs, stalledInterval: config.redis.jobLockMs, maxStalledCount: BULLMQ_MAX_STALLED };
 
     let sink: VectorSink | undefined;
+    let writeStage: WriteStage | undefined;
     let embedProvider: EmbeddingProvider | undefined;
     if (options.roles.includes('write')) {
       const writeSink = options.sink ?? createSink(config.sink, config.embeddings.dimensions);
@@ -98,7 +107,8 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       // Invariant 4: refuse to start against a collection of another size or distance.
       await writeSink.open();
       releasers.add('sink', () => writeSink.close());
-      const stage = new WriteStage({ sink: writeSink, state, inflight, embedQueue, jobOptions, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, logger: logger.child({ role: 'write' }), metrics });
+      const stage = new WriteStage({ sink: writeSink, state, inflight, embedQueue, jobOptions, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, leaseMs: writeLeaseMs(config), stopping: shutdown.signal, logger: logger.child({ role: 'write' }), metrics });
+      writeStage = stage;
       const worker = new Worker<WriteJobData>(
         WRITE_QUEUE,
         (job, token) => atBatchJobBoundary(job, token, deps, { stage: 'write', items: job.data.writes, withItems: (writes) => ({ writes }), work: (writes) => stage.process(writes) }),
@@ -118,6 +128,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       const stage = new EmbedStage({
         provider,
         writeQueue,
+        writeBudget: new WriteQueueBudget(redis, prefix, config.workers.writeQueueMaxBytes),
         state,
         inflight,
         backfills,
@@ -135,6 +146,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
           );
         },
         lingerMs: config.workers.embedLingerMs,
+        stopping: shutdown.signal,
         logger: logger.child({ role: 'embed' }),
         metrics,
       });
@@ -194,11 +206,21 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       });
     }
 
+    let ingest: IngestConsumer | undefined;
     if (options.roles.includes('ingest')) {
       const kafka = createKafka(config.kafka, logger);
-      const ingest = new IngestConsumer({ kafka, config, embedQueue, writeQueue, jobOptions, state, deadLetters, logger: logger.child({ role: 'ingest' }), metrics });
-      releasers.add('ingest', () => ingest.close());
-      await ingest.start();
+      const epoch = await openEpoch(redis, prefix, () => committedOffsets(kafka, config.kafka.groupId, config.kafka.topics), logger);
+      // WAIT and WAITAOF block the connection they are sent on: a connection of the gate's own.
+      const gateRedis = createRedis(config.redis.url, 'indexer-commit-gate');
+      // Its connection errors are the main connection's too, which readiness reports.
+      gateRedis.on('error', () => undefined);
+      releasers.add('commit gate redis', () => gateRedis.quit());
+      const gate = new CommitGate(gateRedis, { key: epochKey(prefix), value: epoch }, durability, config.redis.durabilityTimeoutMs);
+      const consumer = new IngestConsumer({ kafka, config, embedQueue, writeQueue, jobOptions, state, deadLetters, gate, onFatal: options.onFatal, logger: logger.child({ role: 'ingest' }), metrics });
+      ingest = consumer;
+      releasers.add('ingest', () => consumer.close());
+      await consumer.start();
+      logger.info({ waitAof: durability.localFsync, minReplicas: durability.replicas }, 'ingest commits offsets once Redis confirms the jobs');
     }
 
     return {
@@ -209,13 +231,24 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       embedQueue,
       writeQueue,
       sink,
-      readiness: () => readinessOf(embedProvider),
-      close: () => releasers.close(onCloseError),
+      readiness: () => readinessOf(embedProvider, writeStage, ingest, redis),
+      close: () => {
+        shutdown.abort();
+        return releasers.close(onCloseError);
+      },
     };
   } catch (error) {
     await releasers.close(onCloseError);
     throw error;
   }
+}
+
+/**
+ * An item's write lease outlasts one sink request with room to spare (it is renewed before each
+ * attempt), and never undercuts the job lock: a writer that is alive keeps its items.
+ */
+function writeLeaseMs(config: Config): number {
+  return Math.max(config.redis.jobLockMs, 2 * (config.sink.qdrant?.timeoutMs ?? 30_000));
 }
 
 /** The Batch API path of backfills: OpenAI's own API only (other servers have no /v1/batches). */
@@ -235,9 +268,14 @@ function batchApiEmbedder(config: Config, state: ItemStateStore, redis: ReturnTy
   });
 }
 
-function readinessOf(provider: EmbeddingProvider | undefined): Readiness {
+function readinessOf(provider: EmbeddingProvider | undefined, writer: WriteStage | undefined, ingest: IngestConsumer | undefined, redis: ReturnType<typeof createRedis>): Readiness {
   const endpoints = provider?.health?.();
   const reasons: string[] = [];
+  // Every role works through Redis: while it is away, nothing moves (commands wait for it).
+  if (redis.status !== 'ready') reasons.push(`Redis is not connected (${redis.status}): every role waits for it`);
+  reasons.push(...(ingest?.health() ?? []));
+  const sink = writer?.health();
+  if (sink && !sink.sinkAvailable) reasons.push(sink.reason as string);
   if (endpoints && endpoints.length > 0 && endpoints.every((e) => e.circuit === 'open')) {
     reasons.push(`every embeddings endpoint's circuit is open (${endpoints.map((e) => e.name).join(', ')}): embed jobs wait in the queue`);
   }

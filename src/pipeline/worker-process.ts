@@ -6,8 +6,15 @@ import { Metrics } from '../observability/metrics.js';
 import { GenerationSupervisor } from '../reindex/generation-supervisor.js';
 import type { Readiness, Role } from './pipeline.js';
 
-/** After the first signal, how long a graceful drain may take before the process exits anyway. */
-const SHUTDOWN_GRACE_MS = 30_000;
+/**
+ * After the first signal, how long a graceful drain may take before the process exits anyway. A
+ * request already sent is let finish (abandoning it would pay for its texts again): the drain is
+ * bounded by one embeddings request and one sink request, plus time to hand the rest back; no new
+ * attempt starts once the signal came (see handBackOnShutdown).
+ */
+export function shutdownGraceMs(config: Config): number {
+  return config.embeddings.timeoutMs + (config.sink.qdrant?.timeoutMs ?? 30_000) + 10_000;
+}
 
 /**
  * A long-lived worker process: one signal handler, the first SIGTERM/SIGINT drains (stop consuming,
@@ -29,11 +36,21 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
   const metrics = new Metrics().withDefaultMetrics();
   let pipeline: GenerationSupervisor | undefined;
   let draining = false;
-  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, () => (draining ? undefined : pipeline), config.observability.metricsPort, logger);
+  // A role that stopped for good (ingest's consumer crashed past restarting) takes the process
+  // down, non-zero, so that Kubernetes or systemd restarts it; until it is gone it is not ready.
+  let fatal: Error | undefined;
+  let stopForFatal: (() => void) | undefined;
+  const onFatal = (error: Error) => {
+    if (fatal) return;
+    fatal = error;
+    stopForFatal?.();
+  };
+  const current = () => (fatal ? notReadyAfter(fatal) : draining ? undefined : pipeline);
+  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, current, config.observability.metricsPort, logger);
 
   try {
     // One pipeline per generation: one normally, two while a re-index fills the next model's.
-    const supervisor = new GenerationSupervisor(config, { roles, logger, metrics });
+    const supervisor = new GenerationSupervisor(config, { roles, logger, metrics, onFatal });
     await supervisor.start();
     pipeline = supervisor;
   } catch (error) {
@@ -45,25 +62,26 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
   const running = pipeline;
 
   let signals = 0;
-  const shutdown = (signal: string) => {
+  const shutdown = (signal: string, exitCode = 0) => {
     signals++;
     if (signals > 1) {
       logger.warn({ signal }, 'second signal: exiting now');
       process.exit(130);
     }
-    logger.info({ signal }, 'draining (send the signal again to force)');
+    const graceMs = shutdownGraceMs(config);
+    logger.info({ signal, graceMs }, 'draining: requests in flight finish, the rest goes back to the queue (send the signal again to force)');
     draining = true;
     setTimeout(() => {
-      logger.error({ graceMs: SHUTDOWN_GRACE_MS }, 'drain took too long: exiting');
+      logger.error({ graceMs }, 'drain took longer than the grace period: exiting; jobs still held are taken over by other workers after JOB_LOCK_MS');
       process.exit(1);
-    }, SHUTDOWN_GRACE_MS).unref();
+    }, graceMs).unref();
     void running
       .close()
       .then(() => {
         metricsServer?.close();
-        logger.info('stopped');
+        logger.info({ exitCode }, 'stopped');
         logger.flush();
-        process.exit(0);
+        process.exit(exitCode);
       })
       .catch((error: unknown) => {
         logger.error({ err: (error as Error).message }, 'error while stopping');
@@ -72,6 +90,13 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  stopForFatal = () => shutdown('fatal error', 1);
+  if (fatal) stopForFatal();
+}
+
+/** Readiness while a process that met a fatal error drains and exits. */
+function notReadyAfter(fatal: Error): { readiness(): Readiness } {
+  return { readiness: () => ({ ready: false, reasons: [`stopping, to exit non-zero: ${fatal.message}`], embeddings: undefined }) };
 }
 
 /**

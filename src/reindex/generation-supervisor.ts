@@ -29,7 +29,7 @@ export class GenerationSupervisor {
 
   constructor(
     private readonly config: Config,
-    private readonly options: { roles: readonly Role[]; logger: Logger; metrics: Metrics },
+    private readonly options: { roles: readonly Role[]; logger: Logger; metrics: Metrics; onFatal?: (error: Error) => void },
   ) {
     this.redis = createRedis(config.redis.url, 'indexer-generations');
     this.store = new GenerationStore(this.redis, config);
@@ -77,7 +77,7 @@ export class GenerationSupervisor {
     for (const generation of wanted.values()) {
       if (this.pipelines.has(generation.id) || this.closed) continue;
       const logger = this.options.logger.child({ generation: generation.id });
-      const pipeline = await startPipeline(configFor(this.config, generation), { roles: this.options.roles, logger, metrics: this.options.metrics });
+      const pipeline = await startPipeline(configFor(this.config, generation), { roles: this.options.roles, logger, metrics: this.options.metrics, onFatal: this.options.onFatal });
       this.pipelines.set(generation.id, { generation, pipeline });
       if (registry.generations.length > 1) logger.info({ model: generation.model, dimensions: generation.dimensions, collection: generation.collection, serving: generation.id === registry.serving }, 'generation running');
     }

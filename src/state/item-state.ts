@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { isAfter, type Ordered } from '../core/change-order.js';
+import type { Ordered } from '../core/change-order.js';
+import type { VersionSource } from '../ingest/change-event.js';
 
 /**
  * Per-item state in Redis, one hash per item (`<prefix>:item:<id>`), every change made by a Lua
@@ -11,9 +12,14 @@ import { isAfter, type Ordered } from '../core/change-order.js';
  *         is not queued again, and a replay after the job failed (or finished) is
  *   t     when that change was accepted (ms, Redis's clock): a prune never deletes an item
  *         changed after its backfill started
+ *   vs    where the item's versions come from, recorded with the changes accepted: v (the
+ *         version field), u (updated_at), k (the Kafka timestamp). Versions of two sources never
+ *         compare (a counter against epoch ms), so a change of another source is refused, not
+ *         ordered; an item whose state predates the field takes the source of its next change
  *   wv    the version the sink holds (or deleted at: the tombstone)
  *   del   1 when that write was a delete
  *   h, m  content hash and model of the vector the sink holds
+ *   wl    the write lease, `<writer>|<expiry ms>`: the one writer that may write the item now
  * `wv`, `del`, `h` and `m` change only after the sink acknowledged a write, so the state never
  * claims more than the sink holds: a lost write is retried, never skipped. Tombstones expire
  * after the retention; an item's state otherwise lives as long as the item.
@@ -43,21 +49,33 @@ export interface ObservedChange {
   version: number;
   op: 'upsert' | 'delete';
   jobId: string;
+  /**
+   * Where its version comes from; undefined when it was taken from the item's own state (a
+   * prune's delete at the item's current version), which fits whatever source the item records.
+   */
+  versionSource: VersionSource | undefined;
 }
 
 /**
  * What to do with an offered change: `queue` it; drop it as `older_or_queued` (a newer change was
- * accepted, or this one is still queued: a redelivery); or drop it as `in_sink` (the sink holds
- * this change already, or a newer one: a replay after it was written, a re-run backfill).
+ * accepted, or this one is still queued: a redelivery); drop it as `in_sink` (the sink holds this
+ * change already, or a newer one: a replay after it was written, a re-run backfill); or refuse it
+ * (dead-letter it) as `other_version_source`: the item's versions come from another source, and
+ * ordering this one against them would drop every later change, silently.
  */
-export type Verdict = 'queue' | 'older_or_queued' | 'in_sink';
-const VERDICTS: Verdict[] = ['older_or_queued', 'queue', 'in_sink'];
+export type Verdict = 'queue' | 'older_or_queued' | 'in_sink' | { refused: 'other_version_source'; itemVersionSource: VersionSource };
+const VERDICTS = ['older_or_queued', 'queue', 'in_sink'] as const;
+/** `vs` in the item hash: one letter, since every item carries it. */
+const SOURCE_CODES: Record<VersionSource, string> = { version: 'v', updated_at: 'u', kafka_timestamp: 'k' };
+const SOURCES_BY_CODE = new Map(Object.entries(SOURCE_CODES).map(([source, code]) => [code, source as VersionSource]));
 
 // KEYS: state hashes. ARGV[1]: embed job key prefix, ARGV[2]: the embed queue's failed set; then
-// per key the version, 1 for a delete, and the id of the job that will carry it. Returns per key
-// 1 to queue (after any change seen, or the same change again while the job that carried it is
-// gone or failed), 0 for an older change or one still queued, 2 for a change the sink already
-// holds (or a newer one). `t` is Redis's clock, so that every host compares the same time.
+// per key the version, 1 for a delete, the id of the job that will carry it, and its version
+// source (v, u or k; empty: the item's own). Returns per key 1 to queue (after any change seen, or
+// the same change again while the job that carried it is gone or failed), 0 for an older change or
+// one still queued, 2 for a change the sink already holds (or a newer one), or the item's recorded
+// version source when the change's differs (checked first: such a change is never merely "older").
+// `t` is Redis's clock, so that every host compares the same time.
 const OBSERVE = `
 local function after(v, d, v2, d2)
   return v2 == nil or v > v2 or (v == v2 and d and not d2)
@@ -66,43 +84,93 @@ local clock = redis.call('TIME')
 local now = tostring(clock[1] * 1000 + math.floor(clock[2] / 1000))
 local result = {}
 for i, key in ipairs(KEYS) do
-  local base = 2 + (i - 1) * 3
-  local version, del, job = tonumber(ARGV[base + 1]), ARGV[base + 2] == '1', ARGV[base + 3]
-  local s = redis.call('HMGET', key, 'seen', 'sd', 'qj', 'wv', 'del')
-  local seen, seenDel, queued, written = tonumber(s[1]), s[2] == '1', s[3], tonumber(s[4])
+  local base = 2 + (i - 1) * 4
+  local version, del, job, source = tonumber(ARGV[base + 1]), ARGV[base + 2] == '1', ARGV[base + 3], ARGV[base + 4]
+  local s = redis.call('HMGET', key, 'seen', 'sd', 'qj', 'wv', 'del', 'vs')
+  local seen, seenDel, queued, written, recorded = tonumber(s[1]), s[2] == '1', s[3], tonumber(s[4]), s[6]
   local verdict = 0
-  if after(version, del, seen, seenDel) then
+  if source ~= '' and recorded and recorded ~= source then
+    verdict = recorded
+  elseif after(version, del, seen, seenDel) then
     verdict = 1
   elseif version == seen and del == seenDel then
     local live = queued and redis.call('EXISTS', ARGV[1] .. queued) == 1 and not redis.call('ZSCORE', ARGV[2], queued)
     if not live then verdict = 1 end
   end
   if verdict == 1 and written ~= nil and not after(version, del, written, s[5] == '1') then verdict = 2 end
-  if verdict == 1 then
+  if verdict == 1 and source == '' then
     redis.call('HSET', key, 'seen', ARGV[base + 1], 'sd', ARGV[base + 2], 'qj', job, 't', now)
+  elseif verdict == 1 then
+    redis.call('HSET', key, 'seen', ARGV[base + 1], 'sd', ARGV[base + 2], 'qj', job, 't', now, 'vs', source)
   end
   result[i] = verdict
 end
 return result`;
 
-// KEYS: state hashes. ARGV[1]: tombstone retention in seconds; then 4 per key: version, deleted
-// (0|1), content hash, model. Keeps the latest change (by version, then delete after upsert), so
-// a writer that finishes late cannot move the state backwards. A delete leaves a tombstone that expires; a later upsert keeps the
-// item for good again.
+// KEYS: the hashes of the items written, then those only released. ARGV[1]: tombstone retention in
+// seconds, ARGV[2]: how many keys were written, ARGV[3]: the writer's id; then 4 per written key:
+// version, deleted (0|1), content hash, model. Keeps the latest change (by version, then delete
+// after upsert), so a writer that finishes late cannot move the state backwards. A delete leaves a
+// tombstone that expires; a later upsert keeps the item for good again. Every key's write lease is
+// released where this writer still holds it.
 const RECORD_WRITTEN = `
-local retention = tonumber(ARGV[1])
+local retention, written, writer = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 for i, key in ipairs(KEYS) do
-  local base = 1 + (i - 1) * 4
-  local version = tonumber(ARGV[base + 1])
-  local state = redis.call('HMGET', key, 'wv', 'del')
-  local written = tonumber(state[1])
-  if written == nil or version > written or (version == written and (ARGV[base + 2] == '1' or state[2] ~= '1')) then
-    redis.call('HSET', key, 'wv', ARGV[base + 1], 'del', ARGV[base + 2], 'h', ARGV[base + 3], 'm', ARGV[base + 4])
-    if ARGV[base + 2] == '1' then redis.call('EXPIRE', key, retention)
-    elseif state[2] == '1' then redis.call('PERSIST', key) end
+  local state = redis.call('HMGET', key, 'wv', 'del', 'wl')
+  if state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|' then redis.call('HDEL', key, 'wl') end
+  if i <= written then
+    local base = 3 + (i - 1) * 4
+    local version = tonumber(ARGV[base + 1])
+    local current = tonumber(state[1])
+    if current == nil or version > current or (version == current and (ARGV[base + 2] == '1' or state[2] ~= '1')) then
+      redis.call('HSET', key, 'wv', ARGV[base + 1], 'del', ARGV[base + 2], 'h', ARGV[base + 3], 'm', ARGV[base + 4])
+      if ARGV[base + 2] == '1' then redis.call('EXPIRE', key, retention)
+      elseif state[2] == '1' then redis.call('PERSIST', key) end
+    end
   end
 end
 return #KEYS`;
+
+// KEYS: state hashes. ARGV[1]: the writer's id, ARGV[2]: the lease in ms. Takes (or renews) each
+// item's write lease unless another writer holds an unexpired one, and returns per key the lease
+// taken (1 or 0) and what the sink holds (wv, del), '' for none. The lease is `<writer>|<expiry>`
+// in the item's own hash, on Redis's clock: one script call per batch, no extra keys.
+const CLAIM_FOR_WRITE = `
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local writer, lease = ARGV[1], tonumber(ARGV[2])
+local result = {}
+for i, key in ipairs(KEYS) do
+  local s = redis.call('HMGET', key, 'wl', 'wv', 'del')
+  local holder, expiry = nil, 0
+  if s[1] then
+    local bar = string.find(s[1], '|', 1, true)
+    holder, expiry = string.sub(s[1], 1, bar - 1), tonumber(string.sub(s[1], bar + 1))
+  end
+  local free = holder == nil or holder == writer or expiry <= now
+  if free then redis.call('HSET', key, 'wl', writer .. '|' .. tostring(now + lease)) end
+  result[#result + 1] = free and 1 or 0
+  result[#result + 1] = s[2] or ''
+  result[#result + 1] = s[3] or ''
+end
+return result`;
+
+// KEYS: state hashes. ARGV[1]: the writer's id, ARGV[2]: the lease in ms. Extends the leases this
+// writer still holds; returns how many it no longer holds (expired and taken, or released).
+const RENEW_LEASES = `
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local writer, lease = ARGV[1], tonumber(ARGV[2])
+local lost = 0
+for i, key in ipairs(KEYS) do
+  local held = redis.call('HGET', key, 'wl')
+  if held and string.sub(held, 1, #writer + 1) == writer .. '|' then
+    redis.call('HSET', key, 'wl', writer .. '|' .. tostring(now + lease))
+  else
+    lost = lost + 1
+  end
+end
+return lost`;
 
 // KEYS: state hashes. ARGV[1]: an embed job id. Forgets `qj` where it still names that job: its
 // change left the job (dead-lettered alone) while the job goes on for its batch-mates, and a
@@ -149,32 +217,48 @@ export class ItemStateStore {
       ...changes.map((c) => this.key(c.itemId)),
       queued.jobPrefix,
       queued.failedKey,
-      ...changes.flatMap((c) => [String(c.version), c.op === 'delete' ? '1' : '0', c.jobId]),
-    )) as number[];
-    return result.map((r) => VERDICTS[r] as Verdict);
+      ...changes.flatMap((c) => [String(c.version), c.op === 'delete' ? '1' : '0', c.jobId, c.versionSource === undefined ? '' : SOURCE_CODES[c.versionSource]]),
+    )) as (number | string)[];
+    return result.map((r) => (typeof r === 'string' ? { refused: 'other_version_source', itemVersionSource: SOURCES_BY_CODE.get(r) as VersionSource } : (VERDICTS[r] as Verdict)));
   }
 
   /**
-   * Writer: for each change, whether it is newer than what the sink holds for its item (one
-   * HMGET each, pipelined: a read needs no script).
+   * Writer, before writing: takes each item's write lease (one writer per item at a time, so a
+   * delete and an older upsert of one item can never cross in the sink) and reads what the sink
+   * holds. Items another writer holds come back unclaimed; the rest come back with their state.
    */
-  async newerThanWritten(changes: (Ordered & { itemId: string })[]): Promise<boolean[]> {
-    if (changes.length === 0) return [];
-    const states = await this.getMany(changes.map((c) => c.itemId));
-    return changes.map((c, i) => {
-      const s = states[i] as ItemState;
-      return s.writtenVersion === undefined || isAfter(c, { version: s.writtenVersion, op: s.deleted ? 'delete' : 'upsert' });
+  async claimForWrite(itemIds: string[], writerId: string, leaseMs: number): Promise<{ claimed: boolean; written: Ordered | undefined }[]> {
+    if (itemIds.length === 0) return [];
+    const flat = (await this.redis.eval(CLAIM_FOR_WRITE, itemIds.length, ...itemIds.map((id) => this.key(id)), writerId, String(leaseMs))) as (number | string)[];
+    return itemIds.map((_, i) => {
+      const [claimed, wv, del] = flat.slice(i * 3, i * 3 + 3);
+      return { claimed: claimed === 1, written: wv === '' || wv === undefined ? undefined : { version: Number(wv), op: del === '1' ? 'delete' : 'upsert' } };
     });
   }
 
-  /** Writer, after the sink acknowledged: what it now holds. */
-  async recordWritten(writes: { itemId: string; version: number; deleted: boolean; contentHash?: string; model?: string }[]): Promise<void> {
-    if (writes.length === 0) return;
+  /** Extends this writer's leases before another sink attempt; how many it lost meanwhile. */
+  async renewLeases(itemIds: string[], writerId: string, leaseMs: number): Promise<number> {
+    if (itemIds.length === 0) return 0;
+    return (await this.redis.eval(RENEW_LEASES, itemIds.length, ...itemIds.map((id) => this.key(id)), writerId, String(leaseMs))) as number;
+  }
+
+  /**
+   * Writer, after the sink acknowledged: what it now holds; and the leases of every item claimed
+   * (`released`: claimed, not written) are given back, in the same call.
+   */
+  async recordWritten(
+    writes: { itemId: string; version: number; deleted: boolean; contentHash?: string; model?: string }[],
+    lease: { writerId: string; released: string[] } = { writerId: '', released: [] },
+  ): Promise<void> {
+    if (writes.length === 0 && lease.released.length === 0) return;
     await this.redis.eval(
       RECORD_WRITTEN,
-      writes.length,
+      writes.length + lease.released.length,
       ...writes.map((w) => this.key(w.itemId)),
+      ...lease.released.map((id) => this.key(id)),
       String(this.tombstoneRetentionSeconds),
+      String(writes.length),
+      lease.writerId,
       ...writes.flatMap((w) => [String(w.version), w.deleted ? '1' : '0', w.contentHash ?? '', w.model ?? '']),
     );
   }

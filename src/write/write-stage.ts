@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import { isAfter } from '../core/change-order.js';
-import { DeferredError, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
+import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
@@ -19,6 +20,13 @@ export interface WriteStageOptions {
   jobOptions: ReturnType<typeof defaultJobOptions>;
   batchSize: number;
   lingerMs: number;
+  /**
+   * How long an item's write lease lasts without renewal: longer than one sink request can take
+   * (it is renewed before every attempt), so a writer that still runs never loses it mid-request.
+   */
+  leaseMs: number;
+  /** Aborted when the process stops: no new sink attempt starts (see handBackOnShutdown). */
+  stopping?: AbortSignal;
   logger: Logger;
   metrics: Metrics;
   retryPolicy?: RetryPolicy;
@@ -34,6 +42,10 @@ export interface WriteStageOptions {
  */
 export class WriteStage {
   private readonly batcher: MicroBatcher<ItemWrite, void>;
+  /** Names this writer on the items it leases; no two writers, in any process, share it. */
+  private readonly writerId = randomBytes(9).toString('base64url');
+  /** Since when the sink has refused every write (through the in-process retries); undefined while it answers. */
+  private sinkDownSince: { at: number; reason: string } | undefined;
 
   constructor(private readonly options: WriteStageOptions) {
     this.batcher = new MicroBatcher({
@@ -56,6 +68,13 @@ export class WriteStage {
     return this.batcher.drain();
   }
 
+  /** Why this writer cannot write now, if it cannot: the sink has been unavailable since a time. */
+  health(): { sinkAvailable: boolean; reason?: string } {
+    const down = this.sinkDownSince;
+    if (down === undefined) return { sinkAvailable: true };
+    return { sinkAvailable: false, reason: `the sink has been unavailable since ${new Date(down.at).toISOString()} (${down.reason}): write jobs wait in the queue` };
+  }
+
   private async runBatch(items: ItemWrite[]): Promise<Outcome<void>[]> {
     const { state, metrics } = this.options;
     const outcomes: Outcome<void>[] = items.map(() => ({ ok: true, value: undefined }));
@@ -66,9 +85,22 @@ export class WriteStage {
       if (seen === undefined || !isAfter(items[seen] as ItemWrite, item)) newest.set(item.itemId, i);
     });
     const candidates = [...newest.values()];
-    const newer = await state.newerThanWritten(candidates.map((i) => items[i] as ItemWrite));
-    const chosen = candidates.filter((_, k) => newer[k]);
-    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, items.length - chosen.length);
+    // One writer per item at a time: a delete and an older upsert of one item, written by two
+    // writers at once, could otherwise cross in the sink (an insert is never guarded) and bring
+    // the deleted item back. An item another writer holds waits for its turn.
+    const claims = await state.claimForWrite(candidates.map((i) => (items[i] as ItemWrite).itemId), this.writerId, this.options.leaseMs);
+    const claimed: number[] = [];
+    const chosen: number[] = [];
+    candidates.forEach((i, k) => {
+      const { claimed: mine, written } = claims[k] as (typeof claims)[number];
+      if (!mine) {
+        outcomes[i] = { ok: false, error: new DeferredError('WRITE_ITEM_BUSY', `item ${(items[i] as ItemWrite).itemId} is being written by another writer; this write waits its turn`, { retryAfterMs: ITEM_BUSY_RECHECK_MS }) };
+        return;
+      }
+      claimed.push(i);
+      if (written === undefined || isAfter(items[i] as ItemWrite, written)) chosen.push(i);
+    });
+    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, claimed.length - chosen.length + items.length - candidates.length);
 
     // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
     const missing = new Set<string>();
@@ -79,11 +111,15 @@ export class WriteStage {
     if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as ItemWrite));
     const lostSet = new Set(lost);
     const written = chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)).map((i) => items[i] as ItemWrite);
+    const writtenSet = new Set(written);
     // Upserts written: their vectors no longer wait in the write queue. Issued in this order on
     // one connection, so the state shows the write before the vector in flight is forgotten (the
-    // embed stage relies on it not to buy that vector again).
+    // embed stage relies on it not to buy that vector again). The leases go back in the same call.
     await Promise.all([
-      state.recordWritten(written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model }))),
+      state.recordWritten(
+        written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model })),
+        { writerId: this.writerId, released: claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite)).map((i) => (items[i] as ItemWrite).itemId) },
+      ),
       this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),
     ]);
 
@@ -92,6 +128,24 @@ export class WriteStage {
       if (o.ok) metrics.eventToSinkSeconds.observe((now - (items[i] as ItemWrite).acceptedAt) / 1000);
     });
     return outcomes;
+  }
+
+  /**
+   * Before each sink attempt (the first and every retry): the leases must outlast the request. A
+   * writer that lost one (it stalled past the lease, and another writer took the item) must not
+   * write: the batch waits and is claimed afresh.
+   */
+  private async holdLeases(itemIds: string[]): Promise<void> {
+    const lost = await this.options.state.renewLeases(itemIds, this.writerId, this.options.leaseMs);
+    if (lost > 0) throw new DeferredError('WRITE_ITEM_BUSY', `this writer lost the write lease of ${lost} items (it stalled past its lease); the batch waits and is claimed again`, { retryAfterMs: ITEM_BUSY_RECHECK_MS });
+  }
+
+  private noteSinkFailure(error: unknown): void {
+    if (error instanceof IndexerError && error.code === 'SINK_UNAVAILABLE' && isRetryable(error)) {
+      if (this.sinkDownSince !== undefined) return;
+      this.sinkDownSince = { at: Date.now(), reason: error.message };
+      this.options.logger.warn({ err: error.message }, 'the sink is unavailable: write jobs are held in the queue until it answers (nothing is dead-lettered)');
+    }
   }
 
   /**
@@ -116,10 +170,25 @@ export class WriteStage {
       writes,
       async (part) => {
         const batch = toSinkBatch(part, indexedAt);
-        const result = await withRetry(() => sink.write(batch), {
-          policy: this.options.retryPolicy,
-          onRetry: ({ attempt, delayMs, error }) => logger.warn({ attempt, delayMs, err: (error as Error).message }, 'sink write failed; retrying'),
-        });
+        const ids = part.map((w) => w.itemId);
+        let result: { missing: string[] };
+        try {
+          result = await withRetry(
+            async () => {
+              await this.holdLeases(ids);
+              return sink.write(batch);
+            },
+            {
+              policy: this.options.retryPolicy,
+              signal: this.options.stopping,
+              onRetry: ({ attempt, delayMs, error }) => logger.warn({ attempt, delayMs, err: (error as Error).message }, 'sink write failed; retrying'),
+            },
+          );
+        } catch (error) {
+          this.noteSinkFailure(error);
+          throw handBackOnShutdown(error, this.options.stopping);
+        }
+        this.sinkDownSince = undefined;
         for (const itemId of result.missing) missing.add(itemId);
         for (const [op, n] of [['upsert', batch.upserts.length], ['payload', batch.payloads.length], ['delete', batch.deletes.length]] as const) {
           if (n === 0) continue;
@@ -145,6 +214,9 @@ function toSinkBatch(writes: ItemWrite[], indexedAt: string): SinkBatch {
 
 /** Backfill rows are written in batches of WRITE_BATCH_SIZE / this: what a live write may wait behind. */
 const BACKFILL_BATCH_DIVISOR = 4;
+
+/** How soon a write waiting for another writer's item lease tries again. */
+const ITEM_BUSY_RECHECK_MS = 500;
 
 /** How often a write job held by a sink outage tries again. */
 const SINK_OUTAGE_RECHECK_MS = 5_000;

@@ -1,11 +1,13 @@
 /**
  * One suite, every sink: LanceDB (embedded), the Qdrant contract server, and a real Qdrant when
- * QDRANT_URL is set. A sink that passes it can stand behind the VectorSink port.
+ * QDRANT_URL is set. A sink that passes it can stand behind the VectorSink port. Every collection
+ * a test creates is dropped after it, passed or failed, and the last test checks that none is left.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as lancedb from '@lancedb/lancedb';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Distance } from '../../../src/config/config.js';
 import { SchemaMismatchError } from '../../../src/core/errors.js';
 import { LanceDbSink } from '../../../src/sinks/lancedb/lancedb-sink.js';
@@ -21,7 +23,17 @@ interface SinkFactory {
   name: string;
   setUp(): Promise<void>;
   make(collection: string, dimensions?: number, distance?: Distance): VectorSink;
+  /** Every collection (or table) the store holds now: what the suite checks it left behind. */
+  collections(): Promise<string[]>;
   tearDown(): Promise<void>;
+}
+
+/** GET /collections, as Qdrant answers it (the contract server too). */
+async function qdrantCollections(url: string, apiKey?: string): Promise<string[]> {
+  const response = await fetch(`${url}/collections`, { headers: apiKey ? { 'api-key': apiKey } : {} });
+  if (!response.ok) throw new Error(`GET ${url}/collections answered ${response.status}: ${await response.text()}`);
+  const body = (await response.json()) as { result: { collections: { name: string }[] } };
+  return body.result.collections.map((c) => c.name);
 }
 
 const lancedbDir = mkdtempSync(join(tmpdir(), 'lancedb-conformance-'));
@@ -33,6 +45,14 @@ const factories: SinkFactory[] = [
     name: 'lancedb',
     setUp: async () => {},
     make: (collection, dimensions = DIMENSIONS, distance = 'cosine') => new LanceDbSink({ name: collection, dimensions, distance }, lancedbDir),
+    collections: async () => {
+      const db = await lancedb.connect(lancedbDir);
+      try {
+        return await db.tableNames();
+      } finally {
+        db.close();
+      }
+    },
     tearDown: async () => rmSync(lancedbDir, { recursive: true, force: true }),
   },
   {
@@ -41,6 +61,7 @@ const factories: SinkFactory[] = [
       contractUrl = await contract.start();
     },
     make: (collection, dimensions = DIMENSIONS, distance = 'cosine') => new QdrantSink({ name: collection, dimensions, distance }, { url: contractUrl, apiKey: undefined, timeoutMs: 5000 }),
+    collections: () => qdrantCollections(contractUrl),
     tearDown: () => contract.stop(),
   },
 ];
@@ -51,6 +72,7 @@ if (realQdrant) {
     setUp: async () => {},
     make: (collection, dimensions = DIMENSIONS, distance = 'cosine') =>
       new QdrantSink({ name: collection, dimensions, distance }, { url: realQdrant, apiKey: process.env.QDRANT_API_KEY || undefined, timeoutMs: 10_000 }),
+    collections: () => qdrantCollections(realQdrant.replace(/\/+$/, ''), process.env.QDRANT_API_KEY || undefined),
     tearDown: async () => {},
   });
 }
@@ -73,33 +95,68 @@ function record(itemId: string, version: number, text: string, metadata: Record<
   };
 }
 
+/**
+ * Drops each collection the sinks name (once, by the first sink naming it), then closes every
+ * sink. Every step runs even when one fails; the failures are thrown together at the end.
+ */
+async function dropAndClose(sinks: VectorSink[]): Promise<void> {
+  const failures: unknown[] = [];
+  const attempt = async (step: () => Promise<void>) => {
+    try {
+      await step();
+    } catch (error) {
+      failures.push(error);
+    }
+  };
+  const droppers = new Map<string, VectorSink>();
+  for (const sink of sinks) if (!droppers.has(sink.collection.name)) droppers.set(sink.collection.name, sink);
+  for (const sink of droppers.values()) await attempt(() => sink.drop());
+  for (const sink of sinks) await attempt(() => sink.close());
+  if (failures.length > 0) throw new AggregateError(failures, `cleanup failed for ${failures.length} step(s): the store may keep collections of this suite`);
+}
+
 describe.each(factories)('VectorSink conformance: $name', (factory) => {
-  const opened: VectorSink[] = [];
-  const open = async (collection = uniqueName('c'), dimensions?: number, distance?: Distance) => {
+  // One prefix per suite: on a shared Qdrant, what this run created is told from everything else.
+  const prefix = uniqueName('conformance');
+  let collectionCount = 0;
+  const collectionName = () => `${prefix}-${++collectionCount}`;
+  // Every sink a test makes, opened or not: afterEach drops their collections, whatever the outcome.
+  const made: VectorSink[] = [];
+  const make = (collection: string, dimensions?: number, distance?: Distance) => {
     const sink = factory.make(collection, dimensions, distance);
+    made.push(sink);
+    return sink;
+  };
+  const open = async (collection = collectionName(), dimensions?: number, distance?: Distance) => {
+    const sink = make(collection, dimensions, distance);
     await sink.open();
-    opened.push(sink);
     return sink;
   };
 
+  const leftBehind = async () => (await factory.collections()).filter((name) => name.startsWith(`${prefix}-`));
+
   beforeAll(() => factory.setUp());
+  afterEach(() => dropAndClose(made.splice(0)));
   afterAll(async () => {
-    for (const sink of opened) await sink.close();
-    await factory.tearDown();
+    try {
+      expect(await leftBehind(), 'collections this suite created and did not drop').toEqual([]);
+    } finally {
+      await factory.tearDown();
+    }
   });
 
   it('creates the collection, and opens it again when its schema matches', async () => {
-    const name = uniqueName('c');
+    const name = collectionName();
     const sink = await open(name);
     expect(await sink.count()).toBe(0);
     await expect(open(name)).resolves.toBeDefined();
   });
 
   it('refuses to open a collection of another size or distance', async () => {
-    const name = uniqueName('c');
+    const name = collectionName();
     await open(name);
-    await expect(factory.make(name, DIMENSIONS * 2).open()).rejects.toThrow(SchemaMismatchError);
-    await expect(factory.make(name, DIMENSIONS, 'dot').open()).rejects.toThrow(/dot|Dot/);
+    await expect(make(name, DIMENSIONS * 2).open()).rejects.toThrow(SchemaMismatchError);
+    await expect(make(name, DIMENSIONS, 'dot').open()).rejects.toThrow(/dot|Dot/);
   });
 
   it('upserts, reads back payload and vector, and replaces on a second upsert', async () => {
@@ -217,5 +274,15 @@ describe.each(factories)('VectorSink conformance: $name', (factory) => {
     const seen: string[] = [];
     for await (const r of sink.scan({ pageSize: 10 })) seen.push(r.itemId);
     expect(seen.sort()).toEqual([...ids].sort());
+  });
+
+  // Last: every test before it has run its afterEach. Any collection of this suite's prefix still
+  // in the store (a test that skipped the bookkeeping, a drop that did nothing) fails it; afterAll
+  // checks again after this test's own cleanup.
+  it('leaves no collection behind', async () => {
+    expect(await leftBehind()).toEqual([]);
+    // The listing is not blind: a collection that exists is in it.
+    const sink = await open();
+    expect(await leftBehind()).toEqual([sink.collection.name]);
   });
 });

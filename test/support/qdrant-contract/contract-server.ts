@@ -113,9 +113,16 @@ export class QdrantContractServer {
   private readonly http = new LoopbackServer((req, res) => this.onRequest(req, res));
   /** Every request, for tests that assert what was sent (method, path, query, body). */
   readonly requests: { method: string; path: string; query: string; body: unknown }[] = [];
+  /**
+   * Called with each valid request before it is applied; a test holds a request (a slow server,
+   * a request in flight while another arrives) by returning a promise it settles later.
+   */
+  gate: ((request: { method: string; path: string; body: unknown }) => Promise<void>) | undefined;
 
   constructor(private readonly options: ContractServerOptions = {}) {
     this.route('GET', '/', () => ({ raw: { title: 'qdrant - vector search engine', version: this.options.version ?? '1.19.0', commit: 'contract-server' } }));
+    // Tests list what they left behind here, as they would on a real Qdrant.
+    this.route('GET', '/collections', () => ({ collections: [...this.collections.keys()].map((name) => ({ name })) }));
     this.route('GET', '/collections/{collection_name}/exists', ({ params }) => ({ exists: this.resolve(params.collection_name as string) !== undefined }));
     this.route('GET', '/collections/{collection_name}', ({ params }) => this.collectionInfo(params.collection_name as string));
     this.route('PUT', '/collections/{collection_name}', (ctx) => this.createCollection(ctx));
@@ -197,6 +204,7 @@ export class QdrantContractServer {
           return fail(400, `Format error in JSON body: ${describeAjvError(validators.body.errors, parsedBody)}`);
         }
       }
+      if (this.gate) await this.gate({ method: r.method, path: url.pathname, body: parsedBody });
       const result = r.handle({ params: { ...(m.groups ?? {}) }, query: url.searchParams, body: (parsedBody ?? {}) as Record<string, unknown> });
       if (result && typeof result === 'object' && 'raw' in result) return send(200, (result as { raw: unknown }).raw);
       const body = { result, status: 'ok', time: elapsed() };
