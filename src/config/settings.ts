@@ -142,7 +142,7 @@ export const SETTINGS = {
 
   // Observability
   LOG_LEVEL: setting('observability', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'pino log level.'),
-  METRICS_PORT: setting('observability', int(0, 65535).optional(), undefined, 'Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz (503 with the reasons while every embeddings circuit is open) on this port (unset: off).'),
+  METRICS_PORT: setting('observability', int(0, 65535).optional(), undefined, 'Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz (503 with the reasons while the process cannot do its work: Redis away, the sink unreachable, ingest holding a batch it cannot commit yet or stopped for good, every embeddings circuit open) on this port (unset: off).'),
 } satisfies Record<string, Setting<unknown>>;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -101,7 +101,9 @@ function notReadyAfter(fatal: Error): { readiness(): Readiness } {
 
 /**
  * /metrics for Prometheus, /healthz (the process answers) and /readyz (it can do its work: 503
- * while starting, stopping, or while every embeddings circuit is open, with the reasons as JSON).
+ * with the reasons as JSON while starting or stopping, after a fatal error until the exit, while
+ * Redis is away, while ingest holds a batch it cannot commit yet, or while every embeddings
+ * circuit is open).
  */
 function serveMetrics(metrics: Metrics, pipeline: () => { readiness(): Readiness } | undefined, port: number, logger: Logger): Server {
   const server = createServer((req, res) => {
