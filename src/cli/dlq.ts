@@ -120,6 +120,12 @@ export async function retryDeadLetters(config: Config, redis: Redis, selection: 
   }
 }
 
+/** Dead-lettered longer ago than this (by the time stored with it, or, failing that, its stream id). */
+function olderThan(entry: StoredDeadLetter, ms: number): boolean {
+  const at = Date.parse(entry.at) || Number(entry.id.split('-')[0]);
+  return Number.isFinite(at) && Date.now() - at > ms;
+}
+
 class DeadLetterRetrier {
   readonly store: DeadLetterStore;
   private readonly embedQueue: Queue<EmbedJobData>;
@@ -144,8 +150,10 @@ class DeadLetterRetrier {
 
   async retryRound(entries: StoredDeadLetter[], report: RetryReport): Promise<void> {
     const byStage = new Map<DeadLetterStage, StoredDeadLetter[]>(STAGES.map((s) => [s, []]));
+    const retentionMs = this.config.redis.tombstoneRetentionSeconds * 1000;
     for (const entry of entries) {
-      if (entry.truncated) this.refuse(report, entry, `its original was ${entry.originalBytes} bytes and only the first ${entry.original.length} are kept: it cannot be replayed; purge it, and send the input again from its source`);
+      if (olderThan(entry, retentionMs)) this.refuse(report, entry, `it was dead-lettered more than TOMBSTONE_RETENTION_SECONDS (${this.config.redis.tombstoneRetentionSeconds} s) ago: had its item been deleted since, the tombstone that would stop this old change is gone and the item would come back. Replay the item's latest event from its source (or run a backfill), then purge this entry`);
+      else if (entry.truncated) this.refuse(report, entry, `its original was ${entry.originalBytes} bytes and only the first ${entry.original.length} are kept: it cannot be replayed; purge it, and send the input again from its source`);
       else if (!byStage.has(entry.stage)) this.refuse(report, entry, `unknown stage "${entry.stage}"`);
       else byStage.get(entry.stage)?.push(entry);
     }

@@ -276,7 +276,7 @@ export class EmbedStage {
         metrics.batchSize.observe({ stage: 'embed' }, batch.length);
         const estimatedTokens = batch.reduce((sum, text) => sum + (tokensOf.get(text) ?? 0), 0);
         try {
-          const result = await withRetry(() => provider.embed(batch, { estimatedTokens }), {
+          const result = await withRetry(() => provider.embed(batch, { estimatedTokens, stopping: this.options.stopping }), {
             policy: this.options.retryPolicy,
             signal: this.options.stopping,
             // This batch waits in process (its items stay batched together); on a 429 the endpoint's

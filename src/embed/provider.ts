@@ -19,7 +19,13 @@ export interface EmbeddingResult {
 }
 
 export interface EmbedOptions {
+  /** Aborts the request itself (its answer is lost: the texts may be paid for and not kept). */
   signal?: AbortSignal;
+  /**
+   * The process is stopping: no request that has not been sent yet starts (no fallback endpoint,
+   * no wait for the rate limiter), while one in flight finishes and its answer is kept.
+   */
+  stopping?: AbortSignal;
   /** Tokens the caller counted for these texts: what a rate limiter reserves before sending. */
   estimatedTokens?: number;
 }

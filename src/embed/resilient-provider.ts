@@ -41,6 +41,11 @@ const codeOf = (error: unknown) => (error instanceof IndexerError ? error.code :
  *
  * When every circuit is open nothing is called and a DeferredError says when to come back.
  */
+function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const present = signals.filter((s): s is AbortSignal => s !== undefined);
+  return present.length <= 1 ? present[0] : AbortSignal.any(present);
+}
+
 export class ResilientProvider implements EmbeddingProvider {
   readonly kind = 'openai' as const;
   readonly model: string;
@@ -58,6 +63,7 @@ export class ResilientProvider implements EmbeddingProvider {
     let lastError: unknown;
     let soonestMs = Number.POSITIVE_INFINITY;
     for (const [position, endpoint] of this.options.endpoints.entries()) {
+      options.stopping?.throwIfAborted();
       const admission = endpoint.breaker.admit();
       if (!admission.admitted) {
         soonestMs = Math.min(soonestMs, admission.retryInMs);
@@ -96,7 +102,7 @@ export class ResilientProvider implements EmbeddingProvider {
       reservation = await endpoint.limiter?.reserve(options.estimatedTokens ?? 0);
       if (reservation) {
         metrics?.rateLimitWaitSeconds.observe(labels, reservation.waitMs / 1000);
-        await waitForTurn(reservation, options.signal);
+        await waitForTurn(reservation, anySignal(options.signal, options.stopping));
       }
     } catch (error) {
       endpoint.breaker.release(); // a Redis failure or a cancelled wait says nothing about the endpoint

@@ -1,23 +1,46 @@
 import type { Redis } from 'ioredis';
 import { WRITE_QUEUE } from './jobs.js';
 
-// KEYS[1]: the ledger (write job id -> bytes). ARGV[1]: the write jobs' key prefix. Sums the bytes
-// of the write jobs that still exist and are unfinished; entries of jobs that are gone (written
-// and removed) or finished are dropped on the way, so the ledger needs no upkeep on the writer's
-// side and heals after a crash. O(jobs in the write queue), which the budget itself bounds.
+// KEYS[1]: the ledger (write job id -> bytes), KEYS[2]: its total. ARGV[1]: job id, ARGV[2]: bytes.
+const RECORD = `
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[2]) end
+return 1`;
+
+// KEYS[1]: the ledger, KEYS[2]: its total, KEYS[3]: the sweep's cursor. ARGV[1]: the write jobs'
+// key prefix, ARGV[2]: entries swept per call. Drops the entries of write jobs that are gone
+// (written and removed) or finished, a slice per call, and returns the total: so a reading costs
+// the same however many jobs wait, the ledger needs no upkeep on the writer's side, and it heals
+// after a crash. Entries not swept yet count: the total errs on the full side.
 const USED_BYTES = `
-local entries = redis.call('HGETALL', KEYS[1])
-local used, gone = 0, {}
+local cursor = redis.call('GET', KEYS[3]) or '0'
+local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', ARGV[2])
+local entries, freed = page[2], 0
 for i = 1, #entries, 2 do
   local job = ARGV[1] .. entries[i]
-  if redis.call('EXISTS', job) == 1 and redis.call('HEXISTS', job, 'finishedOn') == 0 then
-    used = used + tonumber(entries[i + 1])
-  else
-    gone[#gone + 1] = entries[i]
+  if redis.call('EXISTS', job) == 0 or redis.call('HEXISTS', job, 'finishedOn') == 1 then
+    redis.call('HDEL', KEYS[1], entries[i])
+    freed = freed + tonumber(entries[i + 1])
   end
 end
-if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone, 1, math.min(#gone, 5000))) end
-return used`;
+redis.call('SET', KEYS[3], page[1])
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+if freed > 0 then total = redis.call('DECRBY', KEYS[2], freed) end
+if total < 0 or redis.call('HLEN', KEYS[1]) == 0 then
+  total = 0
+  redis.call('SET', KEYS[2], '0')
+end
+return total`;
+
+/** Ledger entries looked at per reading. */
+const SWEEP_PER_READING = 1000;
+
+/**
+ * What a write job costs Redis beside its data: the job hash's other fields (options, timestamps,
+ * attempts), its place in the wait list and the events stream, its ledger entry. Measured about
+ * 0.9 KiB per job on Redis 7.0; counted so that a queue of many small jobs (deletes, payload-only
+ * changes) is bounded by the memory it takes, not by its data alone.
+ */
+export const WRITE_JOB_OVERHEAD_BYTES = 1024;
 
 /** How long one reading of the write queue's size is trusted by a process. */
 const READING_TTL_MS = 250;
@@ -32,6 +55,8 @@ const READING_TTL_MS = 250;
  */
 export class WriteQueueBudget {
   readonly key: string;
+  private readonly totalKey: string;
+  private readonly cursorKey: string;
   private reading: { at: number; bytes: number } | undefined;
 
   constructor(
@@ -40,6 +65,8 @@ export class WriteQueueBudget {
     readonly maxBytes: number,
   ) {
     this.key = `${prefix}:${WRITE_QUEUE}:bytes`;
+    this.totalKey = `${this.key}:total`;
+    this.cursorKey = `${this.key}:cursor`;
   }
 
   /**
@@ -47,13 +74,14 @@ export class WriteQueueBudget {
    * A crash between the two leaves one job uncounted until it is written: a bounded overshoot.
    */
   async record(jobId: string, bytes: number): Promise<void> {
-    await this.redis.hset(this.key, jobId, String(bytes));
+    const cost = bytes + WRITE_JOB_OVERHEAD_BYTES;
+    await this.redis.eval(RECORD, 2, this.key, this.totalKey, jobId, String(cost));
     // This process's own jobs count at once, without waiting for the next reading.
-    if (this.reading) this.reading.bytes += bytes;
+    if (this.reading) this.reading.bytes += cost;
   }
 
   async usedBytes(): Promise<number> {
-    return (await this.redis.eval(USED_BYTES, 1, this.key, `${this.prefix}:${WRITE_QUEUE}:`)) as number;
+    return (await this.redis.eval(USED_BYTES, 3, this.key, this.totalKey, this.cursorKey, `${this.prefix}:${WRITE_QUEUE}:`, String(SWEEP_PER_READING))) as number;
   }
 
   /** Whether the write queue holds the budget or more (a reading at most READING_TTL_MS old). */

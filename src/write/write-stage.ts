@@ -112,13 +112,17 @@ export class WriteStage {
     const lostSet = new Set(lost);
     const written = chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)).map((i) => items[i] as ItemWrite);
     const writtenSet = new Set(written);
+    // A write whose outcome is unknown (a timeout, a reset, an outage: the sink may still apply
+    // it) keeps its lease until the lease expires: released now, another writer's delete could
+    // land first and this upsert after it. The lease is renewed if this writer comes back first.
+    const released = claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite) && !outcomeUnknown(outcomes[i] as Outcome<void>)).map((i) => (items[i] as ItemWrite).itemId);
     // Upserts written: their vectors no longer wait in the write queue. Issued in this order on
     // one connection, so the state shows the write before the vector in flight is forgotten (the
     // embed stage relies on it not to buy that vector again). The leases go back in the same call.
     await Promise.all([
       state.recordWritten(
         written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model })),
-        { writerId: this.writerId, released: claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite)).map((i) => (items[i] as ItemWrite).itemId) },
+        { writerId: this.writerId, released },
       ),
       this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),
     ]);
@@ -201,6 +205,14 @@ export class WriteStage {
       (error) => !isRetryable(error) && error instanceof IndexerError && error.code === 'SINK_REJECTED',
     );
   }
+}
+
+/** A failed write the sink may still have applied: anything but a refusal it answered. */
+function outcomeUnknown(outcome: Outcome<void>): boolean {
+  if (outcome.ok) return false;
+  const error = outcome.error;
+  if (error instanceof DeferredError && error.code === 'WRITE_ITEM_BUSY') return false;
+  return isRetryable(error);
 }
 
 function toSinkBatch(writes: ItemWrite[], indexedAt: string): SinkBatch {
