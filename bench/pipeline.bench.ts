@@ -440,6 +440,9 @@ class TimedSink implements VectorSink {
   get kind() {
     return this.inner.kind;
   }
+  get remote() {
+    return this.inner.remote;
+  }
   get collection() {
     return this.inner.collection;
   }

@@ -290,7 +290,10 @@ export class BackfillRunner {
       const slice = writes.slice(i, i + per);
       const jobId = newJobId('w');
       for (const w of slice) w.heldBy = jobId;
-      await this.options.inflight.announce(slice.map((w) => w.contentHash as string), jobId);
+      await Promise.all([
+        this.options.inflight.announce(slice.map((w) => w.contentHash as string), jobId),
+        this.options.state.markPending(slice.map((w) => ({ itemId: w.itemId, contentHash: w.contentHash as string }))),
+      ]);
       await this.options.store.addJobs([backfillId], [jobId]);
       await this.options.writeQueue.add('writes', { writes: slice }, { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY });
     }

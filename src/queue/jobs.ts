@@ -27,7 +27,8 @@ export interface EmbedJobData {
 /**
  * One item's write, waiting for the sink: `upsert` with its vector (held here until written, so a
  * sink outage never re-buys it), `delete`, or `payload`: the text is unchanged, only the metadata
- * is written (it carries the text in case the sink turns out to have lost the point).
+ * is written. No write carries its text: a write queue held by a sink outage would otherwise keep
+ * every unchanged description of a price-change storm.
  */
 export type WriteOp = 'upsert' | 'delete' | 'payload';
 
@@ -45,8 +46,6 @@ export interface ItemWrite {
   acceptedAt: number;
   textTokens?: number;
   truncated?: boolean;
-  /** Only on `payload` writes. */
-  text?: string;
   /** The write job holding this write (and its vector): what the in-flight hint names. */
   heldBy?: string;
   /** The backfill whose row this is (see QueuedChange.backfill). */

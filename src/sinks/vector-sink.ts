@@ -69,6 +69,12 @@ export interface PayloadUpdate {
  */
 export interface VectorSink {
   readonly kind: 'qdrant' | 'lancedb';
+  /**
+   * A server that may apply a request after its client gave up (a timeout, a reset): the writer
+   * then keeps the item locked for a lease. False for an embedded store, whose failed commit did
+   * not happen.
+   */
+  readonly remote: boolean;
   readonly collection: CollectionSpec;
   /**
    * Creates the collection when missing; throws SchemaMismatchError when an existing one has

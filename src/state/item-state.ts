@@ -20,6 +20,8 @@ import type { VersionSource } from '../ingest/change-event.js';
  *   del   1 when that write was a delete
  *   h, m  content hash and model of the vector the sink holds
  *   wl    the write lease, `<writer>|<expiry ms>`: the one writer that may write the item now
+ *   ph    the content hash of the newest vector sent to the write queue and not written yet: a
+ *         change whose text the sink holds is payload-only only while no other text is pending
  * `wv`, `del`, `h` and `m` change only after the sink acknowledged a write, so the state never
  * claims more than the sink holds: a lost write is retried, never skipped. Tombstones expire
  * after the retention; an item's state otherwise lives as long as the item.
@@ -34,6 +36,8 @@ export interface ItemState {
   deleted: boolean;
   contentHash: string | undefined;
   model: string | undefined;
+  /** The hash of a newer vector on its way to the sink (see `ph`). */
+  pendingHash: string | undefined;
 }
 
 /** Where ingest finds whether an embed job is still queued: its key prefix and its failed set. */
@@ -107,24 +111,33 @@ for i, key in ipairs(KEYS) do
 end
 return result`;
 
-// KEYS: the hashes of the items written, then those only released. ARGV[1]: tombstone retention in
-// seconds, ARGV[2]: how many keys were written, ARGV[3]: the writer's id; then 4 per written key:
-// version, deleted (0|1), content hash, model. Keeps the latest change (by version, then delete
-// after upsert), so a writer that finishes late cannot move the state backwards. A delete leaves a
-// tombstone that expires; a later upsert keeps the item for good again. Every key's write lease is
-// released where this writer still holds it.
+// KEYS: the items' state hashes. ARGV[1]: tombstone retention in seconds, ARGV[2]: the writer's
+// id, ARGV[3]: the lease in ms; then 5 per key: what happened (w: written, s: skipped, r: only
+// released, u: unknown: the sink may still apply it, so the lease passes to no one, this writer
+// included, until it expires), version, deleted
+// (0|1), content hash, model. A written change is kept when it is the latest (by version, then
+// delete after upsert), so a writer that finishes late cannot move the state backwards; a delete
+// leaves a tombstone that expires, a later upsert keeps the item for good again. The pending hash
+// is cleared by the write (or skip) of that very vector, and by a delete. Every key's write lease
+// is released where this writer still holds it.
 const RECORD_WRITTEN = `
-local retention, written, writer = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local retention, writer, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 for i, key in ipairs(KEYS) do
-  local state = redis.call('HMGET', key, 'wv', 'del', 'wl')
-  if state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|' then redis.call('HDEL', key, 'wl') end
-  if i <= written then
-    local base = 3 + (i - 1) * 4
-    local version = tonumber(ARGV[base + 1])
+  local base = 3 + (i - 1) * 5
+  local what, del, hash = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
+  local state = redis.call('HMGET', key, 'wv', 'del', 'wl', 'ph')
+  if state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|' then
+    if what == 'u' then redis.call('HSET', key, 'wl', '~|' .. tostring(now + lease)) else redis.call('HDEL', key, 'wl') end
+  end
+  if what ~= 'r' and what ~= 'u' and state[4] and (del == '1' or state[4] == hash) then redis.call('HDEL', key, 'ph') end
+  if what == 'w' then
+    local version = tonumber(ARGV[base + 2])
     local current = tonumber(state[1])
-    if current == nil or version > current or (version == current and (ARGV[base + 2] == '1' or state[2] ~= '1')) then
-      redis.call('HSET', key, 'wv', ARGV[base + 1], 'del', ARGV[base + 2], 'h', ARGV[base + 3], 'm', ARGV[base + 4])
-      if ARGV[base + 2] == '1' then redis.call('EXPIRE', key, retention)
+    if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
+      redis.call('HSET', key, 'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5])
+      if del == '1' then redis.call('EXPIRE', key, retention)
       elseif state[2] == '1' then redis.call('PERSIST', key) end
     end
   end
@@ -133,7 +146,7 @@ return #KEYS`;
 
 // KEYS: state hashes. ARGV[1]: the writer's id, ARGV[2]: the lease in ms. Takes (or renews) each
 // item's write lease unless another writer holds an unexpired one, and returns per key the lease
-// taken (1 or 0) and what the sink holds (wv, del), '' for none. The lease is `<writer>|<expiry>`
+// taken (1 or 0), what the sink holds (wv, del) and the newest change accepted (seen, sd), '' for none. The lease is `<writer>|<expiry>`
 // in the item's own hash, on Redis's clock: one script call per batch, no extra keys.
 const CLAIM_FOR_WRITE = `
 local clock = redis.call('TIME')
@@ -141,7 +154,7 @@ local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local writer, lease = ARGV[1], tonumber(ARGV[2])
 local result = {}
 for i, key in ipairs(KEYS) do
-  local s = redis.call('HMGET', key, 'wl', 'wv', 'del')
+  local s = redis.call('HMGET', key, 'wl', 'wv', 'del', 'seen', 'sd')
   local holder, expiry = nil, 0
   if s[1] then
     local bar = string.find(s[1], '|', 1, true)
@@ -152,6 +165,8 @@ for i, key in ipairs(KEYS) do
   result[#result + 1] = free and 1 or 0
   result[#result + 1] = s[2] or ''
   result[#result + 1] = s[3] or ''
+  result[#result + 1] = s[4] or ''
+  result[#result + 1] = s[5] or ''
 end
 return result`;
 
@@ -227,13 +242,26 @@ export class ItemStateStore {
    * delete and an older upsert of one item can never cross in the sink) and reads what the sink
    * holds. Items another writer holds come back unclaimed; the rest come back with their state.
    */
-  async claimForWrite(itemIds: string[], writerId: string, leaseMs: number): Promise<{ claimed: boolean; written: Ordered | undefined }[]> {
+  async claimForWrite(itemIds: string[], writerId: string, leaseMs: number): Promise<{ claimed: boolean; written: Ordered | undefined; seen: Ordered | undefined }[]> {
     if (itemIds.length === 0) return [];
     const flat = (await this.redis.eval(CLAIM_FOR_WRITE, itemIds.length, ...itemIds.map((id) => this.key(id)), writerId, String(leaseMs))) as (number | string)[];
+    const ordered = (version: number | string | undefined, deleted: number | string | undefined): Ordered | undefined =>
+      version === '' || version === undefined ? undefined : { version: Number(version), op: deleted === '1' ? 'delete' : 'upsert' };
     return itemIds.map((_, i) => {
-      const [claimed, wv, del] = flat.slice(i * 3, i * 3 + 3);
-      return { claimed: claimed === 1, written: wv === '' || wv === undefined ? undefined : { version: Number(wv), op: del === '1' ? 'delete' : 'upsert' } };
+      const [claimed, wv, del, seen, sd] = flat.slice(i * 5, i * 5 + 5);
+      return { claimed: claimed === 1, written: ordered(wv, del), seen: ordered(seen, sd) };
     });
+  }
+
+  /**
+   * Embed stage, before a write job is added: these items' newest vectors are on their way (see
+   * `ph`). One HSET each, pipelined.
+   */
+  async markPending(pending: { itemId: string; contentHash: string }[]): Promise<void> {
+    if (pending.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const p of pending) pipeline.hset(this.key(p.itemId), 'ph', p.contentHash);
+    for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
   }
 
   /** Extends this writer's leases before another sink attempt; how many it lost meanwhile. */
@@ -243,23 +271,28 @@ export class ItemStateStore {
   }
 
   /**
-   * Writer, after the sink acknowledged: what it now holds; and the leases of every item claimed
-   * (`released`: claimed, not written) are given back, in the same call.
+   * Writer, after the sink acknowledged: what it now holds (`written`), the changes it skipped
+   * (their pending vector is no longer on its way), and the leases of every item claimed given
+   * back (`released`: claimed, neither written nor skipped), in one call.
    */
   async recordWritten(
     writes: { itemId: string; version: number; deleted: boolean; contentHash?: string; model?: string }[],
-    lease: { writerId: string; released: string[] } = { writerId: '', released: [] },
+    lease: { writerId: string; leaseMs?: number; skipped?: { itemId: string; contentHash?: string }[]; released: string[]; uncertain?: string[] } = { writerId: '', released: [] },
   ): Promise<void> {
-    if (writes.length === 0 && lease.released.length === 0) return;
+    const skipped = lease.skipped ?? [];
+    const uncertain = lease.uncertain ?? [];
+    if (writes.length === 0 && skipped.length === 0 && lease.released.length === 0 && uncertain.length === 0) return;
     await this.redis.eval(
       RECORD_WRITTEN,
-      writes.length + lease.released.length,
-      ...writes.map((w) => this.key(w.itemId)),
-      ...lease.released.map((id) => this.key(id)),
+      writes.length + skipped.length + lease.released.length + uncertain.length,
+      ...[...writes.map((w) => w.itemId), ...skipped.map((k) => k.itemId), ...lease.released, ...uncertain].map((id) => this.key(id)),
       String(this.tombstoneRetentionSeconds),
-      String(writes.length),
       lease.writerId,
-      ...writes.flatMap((w) => [String(w.version), w.deleted ? '1' : '0', w.contentHash ?? '', w.model ?? '']),
+      String(lease.leaseMs ?? 0),
+      ...writes.flatMap((w) => ['w', String(w.version), w.deleted ? '1' : '0', w.contentHash ?? '', w.model ?? '']),
+      ...skipped.flatMap((k) => ['s', '', '0', k.contentHash ?? '', '']),
+      ...lease.released.flatMap(() => ['r', '', '0', '', '']),
+      ...uncertain.flatMap(() => ['u', '', '0', '', '']),
     );
   }
 
@@ -277,11 +310,11 @@ export class ItemStateStore {
   async getMany(itemIds: string[]): Promise<ItemState[]> {
     if (itemIds.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'sd', 'wv', 'del', 'h', 'm');
+    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'sd', 'wv', 'del', 'h', 'm', 'ph');
     const results = (await pipeline.exec()) ?? [];
     return results.map(([error, value]) => {
       if (error) throw error;
-      const [seen, sd, wv, del, h, m] = value as (string | null)[];
+      const [seen, sd, wv, del, h, m, ph] = value as (string | null)[];
       return {
         seen: seen === null || seen === undefined ? undefined : Number(seen),
         seenDeleted: sd === '1',
@@ -289,6 +322,7 @@ export class ItemStateStore {
         deleted: del === '1',
         contentHash: h || undefined,
         model: m || undefined,
+        pendingHash: ph || undefined,
       };
     });
   }

@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import type { Queue } from 'bullmq';
 import { isAfter } from '../core/change-order.js';
-import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
+import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf, SinkError } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { InflightVectors } from '../embed/inflight-vectors.js';
-import { decodeVector, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite } from '../queue/jobs.js';
+import { decodeVector, type ItemWrite } from '../queue/jobs.js';
 import { buildPayload, type Payload, type SinkBatch, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
 
@@ -15,9 +14,6 @@ export interface WriteStageOptions {
   sink: VectorSink;
   state: ItemStateStore;
   inflight: InflightVectors;
-  /** Where items go back when the sink turns out to have lost their point. */
-  embedQueue: Queue<EmbedJobData>;
-  jobOptions: ReturnType<typeof defaultJobOptions>;
   batchSize: number;
   lingerMs: number;
   /**
@@ -91,16 +87,23 @@ export class WriteStage {
     const claims = await state.claimForWrite(candidates.map((i) => (items[i] as ItemWrite).itemId), this.writerId, this.options.leaseMs);
     const claimed: number[] = [];
     const chosen: number[] = [];
+    const skipped: number[] = [];
     candidates.forEach((i, k) => {
-      const { claimed: mine, written } = claims[k] as (typeof claims)[number];
+      const { claimed: mine, written, seen } = claims[k] as (typeof claims)[number];
+      const item = items[i] as ItemWrite;
       if (!mine) {
-        outcomes[i] = { ok: false, error: new DeferredError('WRITE_ITEM_BUSY', `item ${(items[i] as ItemWrite).itemId} is being written by another writer; this write waits its turn`, { retryAfterMs: ITEM_BUSY_RECHECK_MS }) };
+        outcomes[i] = { ok: false, error: new DeferredError('WRITE_ITEM_BUSY', `item ${item.itemId} is being written by another writer; this write waits its turn`, { retryAfterMs: ITEM_BUSY_RECHECK_MS }) };
         return;
       }
       claimed.push(i);
-      if (written === undefined || isAfter(items[i] as ItemWrite, written)) chosen.push(i);
+      if (written !== undefined && !isAfter(item, written)) return skipped.push(i);
+      // An upsert or payload a newer change superseded is not written: the newer one is on its
+      // way, and may be a payload-only write that expects the text the sink holds now (an edit
+      // then a revert). A delete is always written: it never stands on another text.
+      if (item.op !== 'delete' && seen !== undefined && isAfter(seen, item)) return skipped.push(i);
+      chosen.push(i);
     });
-    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, claimed.length - chosen.length + items.length - candidates.length);
+    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, skipped.length + items.length - candidates.length);
 
     // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
     const missing = new Set<string>();
@@ -108,21 +111,26 @@ export class WriteStage {
     chosen.forEach((itemIndex, k) => (outcomes[itemIndex] = results[k] as Outcome<void>));
 
     const lost = chosen.filter((i) => (items[i] as ItemWrite).op === 'payload' && missing.has((items[i] as ItemWrite).itemId));
-    if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as ItemWrite));
+    if (lost.length > 0) await this.forgetLost(lost.map((i) => items[i] as ItemWrite), lost, outcomes);
     const lostSet = new Set(lost);
     const written = chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)).map((i) => items[i] as ItemWrite);
     const writtenSet = new Set(written);
-    // A write whose outcome is unknown (a timeout, a reset, an outage: the sink may still apply
-    // it) keeps its lease until the lease expires: released now, another writer's delete could
-    // land first and this upsert after it. The lease is renewed if this writer comes back first.
-    const released = claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite) && !outcomeUnknown(outcomes[i] as Outcome<void>)).map((i) => (items[i] as ItemWrite).itemId);
+    // A write whose outcome is unknown (a timeout, a reset: a remote sink may still apply it) keeps
+    // the item's lease, held by no writer, until it expires: released now, a delete (of another
+    // writer, or of this one in its next batch) could land first and this upsert after it.
+    const skippedSet = new Set(skipped);
+    const unknown = this.options.sink.remote ? claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite) && !skippedSet.has(i) && outcomeUnknown(outcomes[i] as Outcome<void>)) : [];
+    const unknownSet = new Set(unknown);
+    const released = claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite) && !skippedSet.has(i) && !unknownSet.has(i)).map((i) => (items[i] as ItemWrite).itemId);
+    // A skipped upsert's vector is no longer on its way to the sink (see ItemStateStore `ph`).
+    const skippedVectors = skipped.map((i) => items[i] as ItemWrite).map((item) => ({ itemId: item.itemId, contentHash: item.op === 'upsert' ? item.contentHash : undefined }));
     // Upserts written: their vectors no longer wait in the write queue. Issued in this order on
     // one connection, so the state shows the write before the vector in flight is forgotten (the
     // embed stage relies on it not to buy that vector again). The leases go back in the same call.
     await Promise.all([
       state.recordWritten(
         written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model })),
-        { writerId: this.writerId, released },
+        { writerId: this.writerId, leaseMs: this.options.leaseMs, skipped: skippedVectors, released, uncertain: unknown.map((i) => (items[i] as ItemWrite).itemId) },
       ),
       this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),
     ]);
@@ -153,15 +161,22 @@ export class WriteStage {
   }
 
   /**
-   * The state said the sink held this text's vector, but the sink has no point: the state forgets
-   * what it claimed and the change goes back to be embedded, rather than being skipped forever.
+   * The state said the sink held this text's vector, but the sink has no point for it (lost, or
+   * changed behind the indexer's back). Write jobs carry no text (they would hold every unchanged
+   * description of a price-change storm), so it cannot be embedded here: the state forgets what it
+   * claimed, so the item's next change or replay is embedded, and the change is dead-lettered,
+   * saying so.
    */
-  private async reembed(items: ItemWrite[]): Promise<void> {
-    const { state, embedQueue, jobOptions, logger } = this.options;
-    logger.warn({ items: items.map((i) => i.itemId).slice(0, 20), count: items.length }, 'the sink lost points the state recorded; re-embedding them');
-    await state.forgetWritten(items.map((i) => i.itemId));
-    const changes = items.map((item) => ({ itemId: item.itemId, op: 'upsert' as const, version: item.version, versionSource: 'version' as const, updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt }));
-    await embedQueue.add('lost-points', { changes }, { ...jobOptions, jobId: newJobId('e') });
+  private async forgetLost(lost: ItemWrite[], indexes: number[], outcomes: Outcome<void>[]): Promise<void> {
+    const { state, logger } = this.options;
+    logger.warn({ items: lost.map((i) => i.itemId).slice(0, 20), count: lost.length }, 'the sink lost points the state recorded; the state forgets them: replay their latest events (or run a backfill)');
+    await state.forgetWritten(lost.map((i) => i.itemId));
+    lost.forEach((item, k) => {
+      outcomes[indexes[k] as number] = {
+        ok: false,
+        error: new SinkError('SINK_POINT_LOST', `the sink no longer holds item ${item.itemId}'s vector for its text (content_hash ${item.contentHash}): its point was lost or changed outside the indexer. The item state forgot it; replay the item's latest event (or run a backfill) to index it again`, { canRetry: false }),
+      };
+    });
   }
 
   /**
@@ -207,12 +222,24 @@ export class WriteStage {
   }
 }
 
-/** A failed write the sink may still have applied: anything but a refusal it answered. */
+/** Failures that prove the request never reached the server. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/**
+ * A failed write the sink may still have applied: a retryable failure (a timeout, a reset, a 5xx)
+ * other than one proving the request never reached it, or a write that was never tried.
+ */
 function outcomeUnknown(outcome: Outcome<void>): boolean {
   if (outcome.ok) return false;
   const error = outcome.error;
   if (error instanceof DeferredError && error.code === 'WRITE_ITEM_BUSY') return false;
-  return isRetryable(error);
+  if (!isRetryable(error)) return false;
+  let link: unknown = error;
+  for (let depth = 0; link && depth < 10; depth++, link = (link as { cause?: unknown }).cause) {
+    const code = (link as { code?: unknown }).code;
+    if (typeof code === 'string' && NEVER_SENT.has(code)) return false;
+  }
+  return true;
 }
 
 function toSinkBatch(writes: ItemWrite[], indexedAt: string): SinkBatch {

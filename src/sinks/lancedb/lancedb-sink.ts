@@ -32,6 +32,7 @@ type Row = {
  */
 export class LanceDbSink implements VectorSink {
   readonly kind = 'lancedb' as const;
+  readonly remote = false;
   private db: lancedb.Connection | undefined;
   private table: lancedb.Table | undefined;
   private commits = 0;

@@ -17,6 +17,7 @@ export interface QdrantSinkOptions {
 /** Qdrant through @qdrant/js-client-rest; every call waits for the write to be applied (wait=true). */
 export class QdrantSink implements VectorSink {
   readonly kind = 'qdrant' as const;
+  readonly remote = true;
   private readonly client: QdrantClient;
 
   constructor(

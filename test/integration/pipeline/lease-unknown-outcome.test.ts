@@ -35,15 +35,19 @@ const upsertsPoint = (body: unknown, id: string) =>
 
 describe('write lease vs a timed-out sink request', () => {
   const h = pipelineHarness('review-lease');
-  it('keeps the lease of a write whose request timed out, so a delete cannot land before it', async () => {
+  it.each([
+    { writers: 2, lockMs: '20000' },
+    // One writer: it must not take its own lease back for the delete either.
+    { writers: 1, lockMs: '6000' },
+  ])('keeps the lease of a write whose request timed out, so a delete cannot land before it ($writers writers)', async ({ writers, lockMs }) => {
     const contract = new QdrantContractServer();
     const url = await contract.start();
     h.cleanups.push(() => contract.stop());
     // The lease (max(JOB_LOCK_MS, 2 x QDRANT_TIMEOUT_MS) = 20 s) outlasts the held request.
-    const { config } = await h.setup({ SINK: 'qdrant', QDRANT_URL: url, QDRANT_TIMEOUT_MS: '300', JOB_LOCK_MS: '20000', WRITE_BATCH_LINGER_MS: '0' });
+    const { config } = await h.setup({ SINK: 'qdrant', QDRANT_URL: url, QDRANT_TIMEOUT_MS: '300', JOB_LOCK_MS: lockMs, WRITE_BATCH_LINGER_MS: '0' });
     // Two writers (separate WriteStages, separate writer ids).
     const a = await h.start(config, ['write']);
-    const b = await h.start(config, ['write']);
+    const b = writers === 2 ? await h.start(config, ['write']) : a;
     const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
     h.cleanups.push(async () => redis.disconnect());
     const queue = a.writeQueue;
