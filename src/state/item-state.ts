@@ -20,8 +20,8 @@ import type { VersionSource } from '../ingest/change-event.js';
  *   del   1 when that write was a delete
  *   h, m  content hash and model of the vector the sink holds
  *   wl    the write lease, `<writer>|<expiry ms>`: the one writer that may write the item now
- *   ph    the content hash of the newest vector sent to the write queue and not written yet: a
- *         change whose text the sink holds is payload-only only while no other text is pending
+ *   ph    the content hash of the newest vector sent to the write queue and not written yet, and
+ *   pt    since when: a change back to the text the sink holds waits while another is pending
  * `wv`, `del`, `h` and `m` change only after the sink acknowledged a write, so the state never
  * claims more than the sink holds: a lost write is retried, never skipped. Tombstones expire
  * after the retention; an item's state otherwise lives as long as the item.
@@ -36,8 +36,9 @@ export interface ItemState {
   deleted: boolean;
   contentHash: string | undefined;
   model: string | undefined;
-  /** The hash of a newer vector on its way to the sink (see `ph`). */
+  /** The hash of a newer vector on its way to the sink (see `ph`), and since when (ms). */
   pendingHash: string | undefined;
+  pendingSince: number | undefined;
 }
 
 /** Where ingest finds whether an embed job is still queued: its key prefix and its failed set. */
@@ -131,7 +132,7 @@ for i, key in ipairs(KEYS) do
   if state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|' then
     if what == 'u' then redis.call('HSET', key, 'wl', '~|' .. tostring(now + lease)) else redis.call('HDEL', key, 'wl') end
   end
-  if what ~= 'r' and what ~= 'u' and state[4] and (del == '1' or state[4] == hash) then redis.call('HDEL', key, 'ph') end
+  if what ~= 'r' and what ~= 'u' and state[4] and (del == '1' or state[4] == hash) then redis.call('HDEL', key, 'ph', 'pt') end
   if what == 'w' then
     local version = tonumber(ARGV[base + 2])
     local current = tonumber(state[1])
@@ -260,7 +261,8 @@ export class ItemStateStore {
   async markPending(pending: { itemId: string; contentHash: string }[]): Promise<void> {
     if (pending.length === 0) return;
     const pipeline = this.redis.pipeline();
-    for (const p of pending) pipeline.hset(this.key(p.itemId), 'ph', p.contentHash);
+    const now = String(Date.now());
+    for (const p of pending) pipeline.hset(this.key(p.itemId), 'ph', p.contentHash, 'pt', now);
     for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
   }
 
@@ -310,11 +312,11 @@ export class ItemStateStore {
   async getMany(itemIds: string[]): Promise<ItemState[]> {
     if (itemIds.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'sd', 'wv', 'del', 'h', 'm', 'ph');
+    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'sd', 'wv', 'del', 'h', 'm', 'ph', 'pt');
     const results = (await pipeline.exec()) ?? [];
     return results.map(([error, value]) => {
       if (error) throw error;
-      const [seen, sd, wv, del, h, m, ph] = value as (string | null)[];
+      const [seen, sd, wv, del, h, m, ph, pt] = value as (string | null)[];
       return {
         seen: seen === null || seen === undefined ? undefined : Number(seen),
         seenDeleted: sd === '1',
@@ -323,6 +325,7 @@ export class ItemStateStore {
         contentHash: h || undefined,
         model: m || undefined,
         pendingHash: ph || undefined,
+        pendingSince: pt ? Number(pt) : undefined,
       };
     });
   }
