@@ -20,10 +20,6 @@ import { checkVector } from './vectors.js';
 
 /** A job deferred by a paused queue looks again this often; a paused queue does not hand it out meanwhile. */
 const PAUSED_RECHECK_MS = 5_000;
-/** A change waiting for an edit on its way to the sink looks again this often... */
-const EDIT_PENDING_RECHECK_MS = 1_000;
-/** ...for at most this long after the edit was sent to the write queue; then it is bought again. */
-const EDIT_PENDING_MAX_WAIT_MS = 60_000;
 /** An embed job held back by a full write queue looks again this often. */
 const WRITE_QUEUE_FULL_RECHECK_MS = 1_000;
 
@@ -139,8 +135,7 @@ export class EmbedStage {
 
     const superseded = (i: number) => isSuperseded((tasks[i] as PreparedTask).change, states[i] as ItemState);
     const alreadyEmbedded = (i: number) => sinkHolds(hashes[i], provider.model, states[i] as ItemState);
-    const waiting = (i: number) => waitsForEdit(hashes[i], provider.model, states[i] as ItemState);
-    const needsVector = (i: number) => (tasks[i] as PreparedTask).change.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i) && !waiting(i);
+    const needsVector = (i: number) => (tasks[i] as PreparedTask).change.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
 
     // A vector bought earlier and still waiting in the write queue is taken from there.
     const wanted = new Set(tasks.flatMap((_, i) => (needsVector(i) ? [hashes[i] as string] : [])));
@@ -196,7 +191,6 @@ export class EmbedStage {
     if (theirs.length > 0) metrics.embeddingsAvoided.inc({ reason: 'in_flight' }, theirs.length);
     const superseded = (i: number) => isSuperseded((tasks[i] as PreparedTask).change, states[i] as ItemState);
     const alreadyEmbedded = (i: number) => sinkHolds(hashes[i], provider.model, states[i] as ItemState);
-    const waiting = (i: number) => waitsForEdit(hashes[i], provider.model, states[i] as ItemState);
 
     const embeddedAt = new Date().toISOString();
     const writes: ItemWrite[] = [];
@@ -212,10 +206,6 @@ export class EmbedStage {
         return;
       }
       const text = { textTokens: task.prepared?.tokens, truncated: task.prepared?.truncated };
-      if (waiting(i)) {
-        outcomes[i] = { ok: false, error: new DeferredError('EDIT_PENDING', `item ${c.itemId}'s text goes back to the one the sink holds while another text is on its way to the sink: the change waits for it rather than buying this text again`, { retryAfterMs: EDIT_PENDING_RECHECK_MS }) };
-        return;
-      }
       if (alreadyEmbedded(i)) {
         metrics.embeddingsAvoided.inc({ reason: 'in_sink' });
         writes.push({ ...base, ...text, op: 'payload', metadata: c.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined });
@@ -355,18 +345,6 @@ function isSuperseded(change: QueuedChange, state: ItemState): boolean {
  * text's vector is on its way to replace it (an edit waiting in the write queue): a payload-only
  * write then lands on the right vector.
  */
-/**
- * The text goes back to the one the sink holds (an edit, then a revert) while the edit's vector is
- * on its way: waiting costs nothing (the writer skips the superseded edit, and this change then
- * becomes payload-only), buying would pay for this text again. The wait is bounded, since the
- * edit's write may never come (dead-lettered).
- */
-function waitsForEdit(hash: string | undefined, model: string, state: ItemState): boolean {
-  const heldByTheSink = hash !== undefined && state.writtenVersion !== undefined && !state.deleted && state.contentHash === hash && state.model === model;
-  const otherOnItsWay = state.pendingHash !== undefined && state.pendingHash !== hash;
-  return heldByTheSink && otherOnItsWay && Date.now() - (state.pendingSince ?? 0) < EDIT_PENDING_MAX_WAIT_MS;
-}
-
 function sinkHolds(hash: string | undefined, model: string, state: ItemState): boolean {
   const pendingElse = state.pendingHash !== undefined && state.pendingHash !== hash;
   return hash !== undefined && state.writtenVersion !== undefined && !state.deleted && state.contentHash === hash && state.model === model && !pendingElse;

@@ -21,7 +21,7 @@ import type { VersionSource } from '../ingest/change-event.js';
  *   h, m  content hash and model of the vector the sink holds
  *   wl    the write lease, `<writer>|<expiry ms>`: the one writer that may write the item now
  *   ph    the content hash of the newest vector sent to the write queue and not written yet, and
- *   pt    since when: a change back to the text the sink holds waits while another is pending
+ *   pt    since when (for operators reading the state)
  * `wv`, `del`, `h` and `m` change only after the sink acknowledged a write, so the state never
  * claims more than the sink holds: a lost write is retried, never skipped. Tombstones expire
  * after the retention; an item's state otherwise lives as long as the item.

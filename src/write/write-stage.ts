@@ -97,10 +97,10 @@ export class WriteStage {
       }
       claimed.push(i);
       if (written !== undefined && !isAfter(item, written)) return skipped.push(i);
-      // An upsert or payload a newer change superseded is not written: the newer one is on its
-      // way, and may be a payload-only write that expects the text the sink holds now (an edit
-      // then a revert). A delete is always written: it never stands on another text.
-      if (item.op !== 'delete' && seen !== undefined && isAfter(seen, item)) return skipped.push(i);
+      // A payload a newer change superseded is not written (the newer one carries newer metadata).
+      // An upsert always is: its vector was paid for, and the newer change may need that very
+      // text (the chaos test caught skipped vectors bought again).
+      if (item.op === 'payload' && seen !== undefined && isAfter(seen, item)) return skipped.push(i);
       chosen.push(i);
     });
     metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, skipped.length + items.length - candidates.length);

@@ -1,11 +1,24 @@
 import { request as httpRequest, Agent, type IncomingMessage, type ServerResponse } from 'node:http';
 import { LoopbackServer } from './loopback-server.js';
 
+/** One request the front forwarded, as it went and came back. */
+export interface FrontRequest {
+  /** The Authorization header: tells the callers apart when each has a key of its own. */
+  authorization: string | undefined;
+  /** When it arrived and when its answer was complete (ms since the epoch). */
+  sentAt: number;
+  answeredAt: number;
+  status: number;
+  /** The embeddings inputs it carried (an OpenAI-style body's `input`), when it had any. */
+  inputs: string[];
+}
+
 /**
  * An HTTP front for a test double (the embeddings stub): it forwards every request as is while
  * up, and answers every request itself while `down` (503 with an OpenAI-style error body by
  * default), for an outage of a given duration rather than of a given number of requests. The
- * stub behind it only sees (and counts in `served`) what was forwarded.
+ * stub behind it only sees (and counts in `served`) what was forwarded; `forwarded` says who
+ * sent each of those, and when.
  */
 export class OutageFront {
   private readonly http = new LoopbackServer((req, res) => this.onRequest(req, res));
@@ -14,6 +27,7 @@ export class OutageFront {
   down = false;
   /** Requests answered by the front itself while down. */
   refused = 0;
+  readonly forwarded: FrontRequest[] = [];
 
   constructor(
     private readonly outage: { status: number; body: unknown } = {
@@ -44,15 +58,28 @@ export class OutageFront {
       return;
     }
     const target = this.target;
+    const body = Buffer.concat(chunks);
+    const sentAt = Date.now();
     const headers = { ...req.headers, host: target.host };
     const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers, agent: this.agent }, (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.headers);
       answer.pipe(res);
+      answer.on('end', () => this.forwarded.push({ authorization: req.headers.authorization, sentAt, answeredAt: Date.now(), status: answer.statusCode ?? 0, inputs: inputsOf(body) }));
     });
     upstream.on('error', () => {
       // The stub went away (it is stopped last, at cleanup): drop the client's connection as a dead server would.
       req.socket.destroy();
     });
-    upstream.end(Buffer.concat(chunks));
+    upstream.end(body);
+  }
+}
+
+function inputsOf(body: Buffer): string[] {
+  try {
+    const input = (JSON.parse(body.toString('utf8')) as { input?: unknown }).input;
+    const list = typeof input === 'string' ? [input] : Array.isArray(input) ? input : [];
+    return list.filter((i): i is string => typeof i === 'string');
+  } catch {
+    return [];
   }
 }
