@@ -226,7 +226,7 @@ export class BackfillRunner {
         if (held === undefined || !isAfter(held.change, change)) newest.set(coalescingKey(event), { change, bytes, original: () => originalOf(record) });
       } catch (error) {
         const { value: original, key } = originalOf(record);
-        dead.push({ stage: 'backfill', code: (error as { code?: string }).code ?? 'EVENT_INVALID', reason: errorMessage(error), itemId: undefined, original, key, source });
+        dead.push({ stage: 'backfill', code: (error as { code?: string }).code ?? 'EVENT_INVALID', reason: errorMessage(error), itemId: error instanceof InvalidEventError ? error.itemId : undefined, original, key, source });
       }
     }
 
@@ -290,10 +290,7 @@ export class BackfillRunner {
       const slice = writes.slice(i, i + per);
       const jobId = newJobId('w');
       for (const w of slice) w.heldBy = jobId;
-      await Promise.all([
-        this.options.inflight.announce(slice.map((w) => w.contentHash as string), jobId),
-        this.options.state.markPending(slice.map((w) => ({ itemId: w.itemId, contentHash: w.contentHash as string }))),
-      ]);
+      await this.options.inflight.announce(slice.map((w) => w.contentHash as string), jobId);
       await this.options.store.addJobs([backfillId], [jobId]);
       await this.options.writeQueue.add('writes', { writes: slice }, { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY });
     }

@@ -241,12 +241,7 @@ class DeadLetterRetrier {
     const parsed: { id: string; write: ItemWrite }[] = [];
     for (const entry of entries) {
       try {
-        const write = parseItemWrite(entry.original);
-        if (entry.code === 'SINK_POINT_LOST') {
-          this.refuse(report, entry, 'the sink lost this item\'s point and the letter holds no text to embed again: replay the item\'s latest event from its source (or run a backfill), then purge this entry');
-          continue;
-        }
-        parsed.push({ id: entry.id, write });
+        parsed.push({ id: entry.id, write: parseItemWrite(entry.original) });
       } catch (error) {
         this.refuse(report, entry, errorMessage(error));
       }
@@ -256,8 +251,7 @@ class DeadLetterRetrier {
       const slice = parsed.slice(i, i + per);
       const jobId = newJobId('w');
       const writes = slice.map(({ write }) => ({ ...write, heldBy: jobId }));
-      const upserts = writes.filter((w) => w.op === 'upsert' && w.contentHash);
-      await Promise.all([this.inflight.announce(upserts.map((w) => w.contentHash as string), jobId), this.state.markPending(upserts.map((w) => ({ itemId: w.itemId, contentHash: w.contentHash as string })))]);
+      await this.inflight.announce(writes.flatMap((w) => (w.op === 'upsert' && w.contentHash ? [w.contentHash] : [])), jobId);
       await this.writeQueue.add('dlq-retry', { writes }, { ...this.jobOptions, jobId });
       await this.store.remove(slice.map((p) => p.id));
       report.stages.write.retried += slice.length;

@@ -19,7 +19,6 @@ export type ErrorCode =
   | 'SINK_UNAVAILABLE'
   | 'SINK_REJECTED'
   | 'SINK_SCHEMA_MISMATCH'
-  | 'SINK_POINT_LOST'
   | 'WRITE_ITEM_BUSY'
   | 'WRITE_QUEUE_FULL'
   | 'SHUTTING_DOWN'
@@ -69,6 +68,9 @@ export class ConfigError extends IndexerError {
 
 /** A change event that can never be indexed as it is; it goes to the dead-letter store. */
 export class InvalidEventError extends IndexerError {
+  /** The item the event is about, when its id could be read: the dead letter names it. */
+  itemId: string | undefined;
+
   constructor(
     message: string,
     readonly field?: string,

@@ -208,7 +208,7 @@ export class EmbedStage {
       const text = { textTokens: task.prepared?.tokens, truncated: task.prepared?.truncated };
       if (alreadyEmbedded(i)) {
         metrics.embeddingsAvoided.inc({ reason: 'in_sink' });
-        writes.push({ ...base, ...text, op: 'payload', metadata: c.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined });
+        writes.push({ ...base, ...text, op: 'payload', metadata: c.metadata, contentHash: hashes[i], model: provider.model, vector: undefined, embeddedAt: undefined, text: c.text, versionSource: c.versionSource });
         return;
       }
       const vector = this.vectorFor(hashes[i] as string, (task.prepared as PreparedText).text, reused, bought, c.itemId);
@@ -256,8 +256,7 @@ export class EmbedStage {
     const priority = backfills.length === writes.length ? { priority: BACKFILL_PRIORITY } : {};
     await withRetry(
       async () => {
-        // Before the job exists: a change deciding "payload only" from now on sees this vector coming.
-        await Promise.all([this.options.inflight.announce(vectors, jobId), this.options.state.markPending(writes.flatMap((w) => (w.op === 'upsert' && w.contentHash ? [{ itemId: w.itemId, contentHash: w.contentHash }] : [])))]);
+        await this.options.inflight.announce(vectors, jobId);
         if (backfills.length > 0) await this.options.backfills.addJobs(backfills, [jobId]);
         const job = await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
         return job;
@@ -340,14 +339,9 @@ function isSuperseded(change: QueuedChange, state: ItemState): boolean {
   return state.seen !== undefined && isAfter({ version: state.seen, op: state.seenDeleted ? 'delete' : 'upsert' }, change);
 }
 
-/**
- * The sink holds this text's vector (same content hash and model) for the item, and no other
- * text's vector is on its way to replace it (an edit waiting in the write queue): a payload-only
- * write then lands on the right vector.
- */
+/** The sink holds this text's vector (same content hash and model) for the item. */
 function sinkHolds(hash: string | undefined, model: string, state: ItemState): boolean {
-  const pendingElse = state.pendingHash !== undefined && state.pendingHash !== hash;
-  return hash !== undefined && state.writtenVersion !== undefined && !state.deleted && state.contentHash === hash && state.model === model && !pendingElse;
+  return hash !== undefined && state.writtenVersion !== undefined && !state.deleted && state.contentHash === hash && state.model === model;
 }
 
 /** 400/413/422 blame the input; 401/403 blame the credentials and splitting would not help. */

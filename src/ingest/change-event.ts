@@ -249,6 +249,15 @@ export function parseChangeRecord(body: unknown, key: Buffer | null, fallback: {
   }
   const record = body as Record<string, unknown>;
   const itemId = parseItemId(record, key, mapping);
+  try {
+    return parseChangeOf(itemId, record, fallback, mapping);
+  } catch (error) {
+    if (error instanceof InvalidEventError) error.itemId ??= itemId;
+    throw error;
+  }
+}
+
+function parseChangeOf(itemId: string, record: Record<string, unknown>, fallback: { ms: number; source: 'kafka_timestamp' } | undefined, mapping: EventMapping): ChangeEvent {
   const op = parseOp(record, mapping);
   const version = parseVersion(record, mapping);
   const updatedAt = parseUpdatedAt(record, mapping);

@@ -77,19 +77,6 @@ export interface OfferContext {
 }
 
 /**
- * JSON.parse accepts nesting that JSON.stringify (in BullMQ's addBulk) cannot write back: a
- * RangeError there would fail the whole Kafka batch, again at every redelivery. Refused here, the
- * event is dead-lettered alone. Only metadata can nest; it is checked without serializing the rest.
- */
-function assertSerializable(change: QueuedChange): void {
-  try {
-    JSON.stringify(change.metadata);
-  } catch (error) {
-    throw new InvalidEventError(`the event cannot be queued: its metadata cannot be serialized (${(error as Error).message}); flatten it`, 'metadata');
-  }
-}
-
-/**
  * Cuts a batch's changes into embed jobs of at most maxItems changes and maxBytes bytes (a single
  * change larger than maxBytes travels alone), each with a fresh job id.
  */
@@ -360,8 +347,8 @@ export class IngestConsumer {
         itemId = event.itemId;
         const held = newest.get(coalescingKey(event));
         if (held === undefined || !isAfter(held.change, event)) {
+          // Metadata nesting is bounded by the parser, so JSON.stringify in addBulk cannot fail on it.
           const change: QueuedChange = { ...event, source, acceptedAt };
-          assertSerializable(change);
           newest.set(coalescingKey(event), { change, bytes: message.value?.length ?? 0, original: () => ({ value: message.value ?? Buffer.alloc(0), key: message.key ?? null }) });
         }
       } catch (error) {
@@ -369,7 +356,7 @@ export class IngestConsumer {
         // included), it is judged alone: the rest of the batch goes on.
         const invalid = error instanceof InvalidEventError ? error : new InvalidEventError(`the event cannot be read: ${errorMessage(error)}`, 'value');
         metrics.eventsInvalid.inc({ reason: invalid.details?.field === undefined ? 'unknown' : String(invalid.details.field) });
-        dead.push({ stage: 'ingest', code: invalid.code, reason: invalid.message, itemId, original: message.value ?? Buffer.alloc(0), key: message.key ?? null, source });
+        dead.push({ stage: 'ingest', code: invalid.code, reason: invalid.message, itemId: itemId ?? invalid.itemId, original: message.value ?? Buffer.alloc(0), key: message.key ?? null, source });
       }
     }
     return { newest, dead };

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { JobsOptions } from 'bullmq';
-import type { ChangeEvent } from '../ingest/change-event.js';
+import type { ChangeEvent, VersionSource } from '../ingest/change-event.js';
 
 export const EMBED_QUEUE = 'embed';
 export const WRITE_QUEUE = 'write';
@@ -27,8 +27,8 @@ export interface EmbedJobData {
 /**
  * One item's write, waiting for the sink: `upsert` with its vector (held here until written, so a
  * sink outage never re-buys it), `delete`, or `payload`: the text is unchanged, only the metadata
- * is written. No write carries its text: a write queue held by a sink outage would otherwise keep
- * every unchanged description of a price-change storm.
+ * is written (it carries the text, in case the sink turns out not to hold its vector: lost, or an
+ * edit written meanwhile; the write queue's byte budget counts it).
  */
 export type WriteOp = 'upsert' | 'delete' | 'payload';
 
@@ -46,6 +46,9 @@ export interface ItemWrite {
   acceptedAt: number;
   textTokens?: number;
   truncated?: boolean;
+  /** Only on `payload` writes: what is embedded again if the sink does not hold the vector. */
+  text?: string;
+  versionSource?: VersionSource;
   /** The write job holding this write (and its vector): what the in-flight hint names. */
   heldBy?: string;
   /** The backfill whose row this is (see QueuedChange.backfill). */

@@ -20,8 +20,6 @@ import type { VersionSource } from '../ingest/change-event.js';
  *   del   1 when that write was a delete
  *   h, m  content hash and model of the vector the sink holds
  *   wl    the write lease, `<writer>|<expiry ms>`: the one writer that may write the item now
- *   ph    the content hash of the newest vector sent to the write queue and not written yet, and
- *   pt    since when (for operators reading the state)
  * `wv`, `del`, `h` and `m` change only after the sink acknowledged a write, so the state never
  * claims more than the sink holds: a lost write is retried, never skipped. Tombstones expire
  * after the retention; an item's state otherwise lives as long as the item.
@@ -36,9 +34,6 @@ export interface ItemState {
   deleted: boolean;
   contentHash: string | undefined;
   model: string | undefined;
-  /** The hash of a newer vector on its way to the sink (see `ph`), and since when (ms). */
-  pendingHash: string | undefined;
-  pendingSince: number | undefined;
 }
 
 /** Where ingest finds whether an embed job is still queued: its key prefix and its failed set. */
@@ -113,14 +108,13 @@ end
 return result`;
 
 // KEYS: the items' state hashes. ARGV[1]: tombstone retention in seconds, ARGV[2]: the writer's
-// id, ARGV[3]: the lease in ms; then 5 per key: what happened (w: written, s: skipped, r: only
-// released, u: unknown: the sink may still apply it, so the lease passes to no one, this writer
-// included, until it expires), version, deleted
+// id, ARGV[3]: the lease in ms; then 5 per key: what happened (w: written, r: not written, its
+// lease released, u: unknown: the sink may still apply it, so the lease passes to no one, this
+// writer included, until it expires), version, deleted
 // (0|1), content hash, model. A written change is kept when it is the latest (by version, then
 // delete after upsert), so a writer that finishes late cannot move the state backwards; a delete
-// leaves a tombstone that expires, a later upsert keeps the item for good again. The pending hash
-// is cleared by the write (or skip) of that very vector, and by a delete. Every key's write lease
-// is released where this writer still holds it.
+// leaves a tombstone that expires, a later upsert keeps the item for good again. Every key's write
+// lease is released (or, for `u`, handed to no one) where this writer still holds it.
 const RECORD_WRITTEN = `
 local retention, writer, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local clock = redis.call('TIME')
@@ -128,11 +122,10 @@ local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 for i, key in ipairs(KEYS) do
   local base = 3 + (i - 1) * 5
   local what, del, hash = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
-  local state = redis.call('HMGET', key, 'wv', 'del', 'wl', 'ph')
+  local state = redis.call('HMGET', key, 'wv', 'del', 'wl')
   if state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|' then
     if what == 'u' then redis.call('HSET', key, 'wl', '~|' .. tostring(now + lease)) else redis.call('HDEL', key, 'wl') end
   end
-  if what ~= 'r' and what ~= 'u' and state[4] and (del == '1' or state[4] == hash) then redis.call('HDEL', key, 'ph', 'pt') end
   if what == 'w' then
     local version = tonumber(ARGV[base + 2])
     local current = tonumber(state[1])
@@ -254,18 +247,6 @@ export class ItemStateStore {
     });
   }
 
-  /**
-   * Embed stage, before a write job is added: these items' newest vectors are on their way (see
-   * `ph`). One HSET each, pipelined.
-   */
-  async markPending(pending: { itemId: string; contentHash: string }[]): Promise<void> {
-    if (pending.length === 0) return;
-    const pipeline = this.redis.pipeline();
-    const now = String(Date.now());
-    for (const p of pending) pipeline.hset(this.key(p.itemId), 'ph', p.contentHash, 'pt', now);
-    for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
-  }
-
   /** Extends this writer's leases before another sink attempt; how many it lost meanwhile. */
   async renewLeases(itemIds: string[], writerId: string, leaseMs: number): Promise<number> {
     if (itemIds.length === 0) return 0;
@@ -273,26 +254,24 @@ export class ItemStateStore {
   }
 
   /**
-   * Writer, after the sink acknowledged: what it now holds (`written`), the changes it skipped
-   * (their pending vector is no longer on its way), and the leases of every item claimed given
-   * back (`released`: claimed, neither written nor skipped), in one call.
+   * Writer, after the sink acknowledged: what it now holds (`writes`); the leases of the items
+   * claimed and not written go back (`released`), or, where the sink may still apply their write
+   * (`uncertain`), to no one until they expire; in one call.
    */
   async recordWritten(
     writes: { itemId: string; version: number; deleted: boolean; contentHash?: string; model?: string }[],
-    lease: { writerId: string; leaseMs?: number; skipped?: { itemId: string; contentHash?: string }[]; released: string[]; uncertain?: string[] } = { writerId: '', released: [] },
+    lease: { writerId: string; leaseMs?: number; released: string[]; uncertain?: string[] } = { writerId: '', released: [] },
   ): Promise<void> {
-    const skipped = lease.skipped ?? [];
     const uncertain = lease.uncertain ?? [];
-    if (writes.length === 0 && skipped.length === 0 && lease.released.length === 0 && uncertain.length === 0) return;
+    if (writes.length === 0 && lease.released.length === 0 && uncertain.length === 0) return;
     await this.redis.eval(
       RECORD_WRITTEN,
-      writes.length + skipped.length + lease.released.length + uncertain.length,
-      ...[...writes.map((w) => w.itemId), ...skipped.map((k) => k.itemId), ...lease.released, ...uncertain].map((id) => this.key(id)),
+      writes.length + lease.released.length + uncertain.length,
+      ...[...writes.map((w) => w.itemId), ...lease.released, ...uncertain].map((id) => this.key(id)),
       String(this.tombstoneRetentionSeconds),
       lease.writerId,
       String(lease.leaseMs ?? 0),
       ...writes.flatMap((w) => ['w', String(w.version), w.deleted ? '1' : '0', w.contentHash ?? '', w.model ?? '']),
-      ...skipped.flatMap((k) => ['s', '', '0', k.contentHash ?? '', '']),
       ...lease.released.flatMap(() => ['r', '', '0', '', '']),
       ...uncertain.flatMap(() => ['u', '', '0', '', '']),
     );
@@ -312,11 +291,11 @@ export class ItemStateStore {
   async getMany(itemIds: string[]): Promise<ItemState[]> {
     if (itemIds.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'sd', 'wv', 'del', 'h', 'm', 'ph', 'pt');
+    for (const id of itemIds) pipeline.hmget(this.key(id), 'seen', 'sd', 'wv', 'del', 'h', 'm');
     const results = (await pipeline.exec()) ?? [];
     return results.map(([error, value]) => {
       if (error) throw error;
-      const [seen, sd, wv, del, h, m, ph, pt] = value as (string | null)[];
+      const [seen, sd, wv, del, h, m] = value as (string | null)[];
       return {
         seen: seen === null || seen === undefined ? undefined : Number(seen),
         seenDeleted: sd === '1',
@@ -324,8 +303,6 @@ export class ItemStateStore {
         deleted: del === '1',
         contentHash: h || undefined,
         model: m || undefined,
-        pendingHash: ph || undefined,
-        pendingSince: pt ? Number(pt) : undefined,
       };
     });
   }

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import type { Queue } from 'bullmq';
 import { isAfter } from '../core/change-order.js';
-import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf, SinkError } from '../core/errors.js';
+import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { InflightVectors } from '../embed/inflight-vectors.js';
-import { decodeVector, type ItemWrite } from '../queue/jobs.js';
+import { decodeVector, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite } from '../queue/jobs.js';
 import { buildPayload, type Payload, type SinkBatch, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
 
@@ -14,6 +15,9 @@ export interface WriteStageOptions {
   sink: VectorSink;
   state: ItemStateStore;
   inflight: InflightVectors;
+  /** Where items go back when the sink turns out not to hold the vector a payload write expects. */
+  embedQueue: Queue<EmbedJobData>;
+  jobOptions: ReturnType<typeof defaultJobOptions>;
   batchSize: number;
   lingerMs: number;
   /**
@@ -87,7 +91,6 @@ export class WriteStage {
     const claims = await state.claimForWrite(candidates.map((i) => (items[i] as ItemWrite).itemId), this.writerId, this.options.leaseMs);
     const claimed: number[] = [];
     const chosen: number[] = [];
-    const skipped: number[] = [];
     candidates.forEach((i, k) => {
       const { claimed: mine, written, seen } = claims[k] as (typeof claims)[number];
       const item = items[i] as ItemWrite;
@@ -96,14 +99,13 @@ export class WriteStage {
         return;
       }
       claimed.push(i);
-      if (written !== undefined && !isAfter(item, written)) return skipped.push(i);
-      // A payload a newer change superseded is not written (the newer one carries newer metadata).
-      // An upsert always is: its vector was paid for, and the newer change may need that very
-      // text (the chaos test caught skipped vectors bought again).
-      if (item.op === 'payload' && seen !== undefined && isAfter(seen, item)) return skipped.push(i);
+      if (written !== undefined && !isAfter(item, written)) return;
+      // A payload a newer change superseded is not written: the newer one carries newer metadata.
+      // An upsert always is: its vector was paid for, and the newer change may need that very text.
+      if (item.op === 'payload' && seen !== undefined && isAfter(seen, item)) return;
       chosen.push(i);
     });
-    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, skipped.length + items.length - candidates.length);
+    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, items.length - chosen.length - (candidates.length - claimed.length));
 
     // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
     const missing = new Set<string>();
@@ -111,28 +113,25 @@ export class WriteStage {
     chosen.forEach((itemIndex, k) => (outcomes[itemIndex] = results[k] as Outcome<void>));
 
     const lost = chosen.filter((i) => (items[i] as ItemWrite).op === 'payload' && missing.has((items[i] as ItemWrite).itemId));
-    if (lost.length > 0) await this.forgetLost(lost.map((i) => items[i] as ItemWrite), lost, outcomes);
+    if (lost.length > 0) await this.reembed(lost.map((i) => items[i] as ItemWrite));
     const lostSet = new Set(lost);
-    const written = chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)).map((i) => items[i] as ItemWrite);
-    const writtenSet = new Set(written);
-    // A write whose outcome is unknown (a timeout, a reset: a remote sink may still apply it) keeps
-    // the item's lease, held by no writer, until it expires: released now, a delete (of another
-    // writer, or of this one in its next batch) could land first and this upsert after it.
-    const skippedSet = new Set(skipped);
-    const unknown = this.options.sink.remote ? claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite) && !skippedSet.has(i) && outcomeUnknown(outcomes[i] as Outcome<void>)) : [];
-    const unknownSet = new Set(unknown);
-    const released = claimed.filter((i) => !writtenSet.has(items[i] as ItemWrite) && !skippedSet.has(i) && !unknownSet.has(i)).map((i) => (items[i] as ItemWrite).itemId);
-    // A skipped upsert's vector is no longer on its way to the sink (see ItemStateStore `ph`).
-    const skippedVectors = skipped.map((i) => items[i] as ItemWrite).map((item) => ({ itemId: item.itemId, contentHash: item.op === 'upsert' ? item.contentHash : undefined }));
+    const written = new Set(chosen.filter((i) => outcomes[i]?.ok && !lostSet.has(i)));
+    // A write whose outcome is unknown (a timeout, a reset: a remote sink may still apply it) hands
+    // the item's lease to no writer until it expires: released now, a delete (of another writer,
+    // or of this one in its next batch) could land first and this upsert after it.
+    const notWritten = claimed.filter((i) => !written.has(i));
+    const unknown = new Set(this.options.sink.remote ? notWritten.filter((i) => outcomeUnknown(outcomes[i] as Outcome<void>)) : []);
+    const idsOf = (indexes: number[]) => indexes.map((i) => (items[i] as ItemWrite).itemId);
+    const writtenItems = [...written].map((i) => items[i] as ItemWrite);
     // Upserts written: their vectors no longer wait in the write queue. Issued in this order on
     // one connection, so the state shows the write before the vector in flight is forgotten (the
     // embed stage relies on it not to buy that vector again). The leases go back in the same call.
     await Promise.all([
       state.recordWritten(
-        written.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model })),
-        { writerId: this.writerId, leaseMs: this.options.leaseMs, skipped: skippedVectors, released, uncertain: unknown.map((i) => (items[i] as ItemWrite).itemId) },
+        writtenItems.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model })),
+        { writerId: this.writerId, leaseMs: this.options.leaseMs, released: idsOf(notWritten.filter((i) => !unknown.has(i))), uncertain: idsOf([...unknown]) },
       ),
-      this.options.inflight.forget(written.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),
+      this.options.inflight.forget(writtenItems.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),
     ]);
 
     const now = Date.now();
@@ -162,21 +161,16 @@ export class WriteStage {
 
   /**
    * The state said the sink held this text's vector, but the sink has no point for it (lost, or
-   * changed behind the indexer's back). Write jobs carry no text (they would hold every unchanged
-   * description of a price-change storm), so it cannot be embedded here: the state forgets what it
-   * claimed, so the item's next change or replay is embedded, and the change is dead-lettered,
-   * saying so.
+   * holding another text's vector: an edit written meanwhile): the state forgets what it claimed
+   * and the change goes back to be embedded, rather than being skipped forever or landing on the
+   * wrong vector. This is why payload-only writes carry their text.
    */
-  private async forgetLost(lost: ItemWrite[], indexes: number[], outcomes: Outcome<void>[]): Promise<void> {
-    const { state, logger } = this.options;
-    logger.warn({ items: lost.map((i) => i.itemId).slice(0, 20), count: lost.length }, 'the sink lost points the state recorded; the state forgets them: replay their latest events (or run a backfill)');
-    await state.forgetWritten(lost.map((i) => i.itemId));
-    lost.forEach((item, k) => {
-      outcomes[indexes[k] as number] = {
-        ok: false,
-        error: new SinkError('SINK_POINT_LOST', `the sink no longer holds item ${item.itemId}'s vector for its text (content_hash ${item.contentHash}): its point was lost or changed outside the indexer. The item state forgot it; replay the item's latest event (or run a backfill) to index it again`, { canRetry: false }),
-      };
-    });
+  private async reembed(items: ItemWrite[]): Promise<void> {
+    const { state, embedQueue, jobOptions, logger } = this.options;
+    logger.warn({ items: items.map((i) => i.itemId).slice(0, 20), count: items.length }, 'the sink does not hold the vectors the state recorded; embedding them again');
+    await state.forgetWritten(items.map((i) => i.itemId));
+    const changes = items.map((item) => ({ itemId: item.itemId, op: 'upsert' as const, version: item.version, versionSource: item.versionSource ?? 'version', updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt }));
+    await embedQueue.add('lost-points', { changes }, { ...jobOptions, jobId: newJobId('e') });
   }
 
   /**
