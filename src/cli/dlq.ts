@@ -412,6 +412,22 @@ function selectionOf(ids: string[], opts: { stage?: DeadLetterStage; code?: stri
 const stageOption = () => new Option('--stage <stage>', 'only entries of this stage').choices(STAGES);
 const codeOption = () => new Option('--code <code>', 'only entries with this error code (EVENT_INVALID, SINK_REJECTED, ...)');
 
+/** A subcommand acting on a selection of entries (ids, --stage/--code, or --all; never none). */
+function selectingCommand(dlq: Command, name: 'retry' | 'purge', description: string, act: (config: Config, selection: DeadLetterSelection) => Promise<void>): void {
+  dlq
+    .command(name)
+    .description(description)
+    .argument('[ids...]', 'dead-letter ids (from list)')
+    .addOption(stageOption())
+    .addOption(codeOption())
+    .option('--all', 'every entry (narrowed by --stage and --code when given)')
+    .action(async (ids: string[], opts: { stage?: DeadLetterStage; code?: string; all?: boolean }) => {
+      const selection = selectionOf(ids, opts);
+      assertSelects(selection, name);
+      await act(await servingConfigOf(configOrExit()), selection);
+    });
+}
+
 /** `indexer dlq list|show|retry|purge`, on the serving generation's store. */
 export function dlqCommand(positiveInt: (value: string) => number): Command {
   const dlq = new Command('dlq').description('dead-letter store: the events and jobs that could not be indexed; list, show, retry or purge them');
@@ -449,38 +465,18 @@ export function dlqCommand(positiveInt: (value: string) => number): Command {
       });
     });
 
-  dlq
-    .command('retry')
-    .description('put entries back into the pipeline (ingest: re-produced to their topic; embed: queued for embedding; write: queued for writing with their vectors); each is deleted once that was accepted. Exits 1 when some were left (truncated, backfill rows, unknown ids)')
-    .argument('[ids...]', 'dead-letter ids (from list)')
-    .addOption(stageOption())
-    .addOption(codeOption())
-    .option('--all', 'every entry (narrowed by --stage and --code when given)')
-    .action(async (ids: string[], opts: { stage?: DeadLetterStage; code?: string; all?: boolean }) => {
-      const selection = selectionOf(ids, opts);
-      assertSelects(selection, 'retry');
-      const config = await servingConfigOf(configOrExit());
-      const report = await withRedis(config, (redis) => retryDeadLetters(config, redis, selection));
-      for (const line of retrySummary(report)) process.stdout.write(`${line}\n`);
-      if (report.refused.length > 0 || report.missing.length > 0) process.exitCode = 1;
-    });
+  selectingCommand(dlq, 'retry', 'put entries back into the pipeline (ingest: re-produced to their topic; embed: queued for embedding; write: queued for writing with their vectors); each is deleted once that was accepted. Exits 1 when some were left (truncated, backfill rows, too old, unknown ids)', async (config, selection) => {
+    const report = await withRedis(config, (redis) => retryDeadLetters(config, redis, selection));
+    for (const line of retrySummary(report)) process.stdout.write(`${line}\n`);
+    if (report.refused.length > 0 || report.missing.length > 0) process.exitCode = 1;
+  });
 
-  dlq
-    .command('purge')
-    .description('delete entries: by id, by --stage and --code, or --all; never everything unasked')
-    .argument('[ids...]', 'dead-letter ids (from list)')
-    .addOption(stageOption())
-    .addOption(codeOption())
-    .option('--all', 'every entry (narrowed by --stage and --code when given)')
-    .action(async (ids: string[], opts: { stage?: DeadLetterStage; code?: string; all?: boolean }) => {
-      const selection = selectionOf(ids, opts);
-      assertSelects(selection, 'purge');
-      const config = await servingConfigOf(configOrExit());
-      const { purged, missing } = await withRedis(config, (redis) => purgeDeadLetters(new DeadLetterStore(redis, config.redis.prefix), selection));
-      for (const id of missing) process.stdout.write(`no dead letter ${id}\n`);
-      process.stdout.write(`purged ${purged} dead letters\n`);
-      if (missing.length > 0) process.exitCode = 1;
-    });
+  selectingCommand(dlq, 'purge', 'delete entries: by id, by --stage and --code, or --all; never everything unasked', async (config, selection) => {
+    const { purged, missing } = await withRedis(config, (redis) => purgeDeadLetters(new DeadLetterStore(redis, config.redis.prefix), selection));
+    for (const id of missing) process.stdout.write(`no dead letter ${id}\n`);
+    process.stdout.write(`purged ${purged} dead letters\n`);
+    if (missing.length > 0) process.exitCode = 1;
+  });
 
   return dlq;
 }

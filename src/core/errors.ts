@@ -203,6 +203,15 @@ export function isRetryable(error: unknown): boolean {
   return retryable;
 }
 
+/** Whether a system error code (ECONNREFUSED, ...) from `codes` is anywhere in the cause chain. */
+export function hasSystemCode(error: unknown, codes: ReadonlySet<string>): boolean {
+  for (const link of causeChain(error)) {
+    const code = (link as { code?: unknown }).code;
+    if (typeof code === 'string' && codes.has(code)) return true;
+  }
+  return false;
+}
+
 /** The longest Retry-After anywhere in the chain, if any. */
 export function retryAfterOf(error: unknown): number | undefined {
   let longest: number | undefined;

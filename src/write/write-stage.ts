@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import { isAfter } from '../core/change-order.js';
-import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
+import { DeferredError, handBackOnShutdown, hasSystemCode, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
 import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batcher.js';
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
@@ -227,13 +227,7 @@ function outcomeUnknown(outcome: Outcome<void>): boolean {
   if (outcome.ok) return false;
   const error = outcome.error;
   if (error instanceof DeferredError && error.code === 'WRITE_ITEM_BUSY') return false;
-  if (!isRetryable(error)) return false;
-  let link: unknown = error;
-  for (let depth = 0; link && depth < 10; depth++, link = (link as { cause?: unknown }).cause) {
-    const code = (link as { code?: unknown }).code;
-    if (typeof code === 'string' && NEVER_SENT.has(code)) return false;
-  }
-  return true;
+  return isRetryable(error) && !hasSystemCode(error, NEVER_SENT);
 }
 
 function toSinkBatch(writes: ItemWrite[], indexedAt: string): SinkBatch {

@@ -12,17 +12,13 @@ import { SinkError } from '../../../src/core/errors.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
 import type { VectorSink } from '../../../src/sinks/vector-sink.js';
 import { waitFor } from '../../support/helpers.js';
+import { interceptedSink } from '../../support/intercepted-sink.js';
 import { HARNESS_DIMENSIONS, pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 function refusingSink(config: Config): { sink: VectorSink; stopRefusing: () => void } {
-  const inner = createSink(config.sink, HARNESS_DIMENSIONS);
   let refusing = true;
-  const sink = new Proxy(inner, {
-    get(target, property) {
-      if (property === 'write' && refusing) return async () => Promise.reject(new SinkError('SINK_REJECTED', 'refused by the test sink', { canRetry: false }));
-      const value = Reflect.get(target, property, target) as unknown;
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
+  const sink = interceptedSink(createSink(config.sink, HARNESS_DIMENSIONS), () => {
+    if (refusing) throw new SinkError('SINK_REJECTED', 'refused by the test sink', { canRetry: false });
   });
   return { sink, stopRefusing: () => (refusing = false) };
 }

@@ -19,6 +19,7 @@ import { decodeVector, WRITE_QUEUE, type ItemWrite, type QueuedChange, type Writ
 import { createSink } from '../../../src/sinks/create-sink.js';
 import type { VectorSink } from '../../../src/sinks/vector-sink.js';
 import { deletePrefix, services, uniqueName, waitFor } from '../../support/helpers.js';
+import { interceptedSink } from '../../support/intercepted-sink.js';
 import { consumed, HARNESS_DIMENSIONS, pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -26,14 +27,9 @@ const byIds = (...ids: string[]): DeadLetterSelection => ({ ids, filter: {}, all
 
 /** A sink that refuses every write while `refusing` is set, as a sink refuses a record for its content. */
 function refusingSink(config: Config): { sink: VectorSink; stopRefusing: () => void } {
-  const inner = createSink(config.sink, HARNESS_DIMENSIONS);
   let refusing = true;
-  const sink = new Proxy(inner, {
-    get(target, property) {
-      if (property === 'write' && refusing) return async () => Promise.reject(new SinkError('SINK_REJECTED', 'refused by the test sink', { canRetry: false }));
-      const value = Reflect.get(target, property, target) as unknown;
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
+  const sink = interceptedSink(createSink(config.sink, HARNESS_DIMENSIONS), () => {
+    if (refusing) throw new SinkError('SINK_REJECTED', 'refused by the test sink', { canRetry: false });
   });
   return { sink, stopRefusing: () => (refusing = false) };
 }

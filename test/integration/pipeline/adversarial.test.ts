@@ -11,6 +11,7 @@ import { createSink } from '../../../src/sinks/create-sink.js';
 import type { SinkBatch, SinkRecord } from '../../../src/sinks/vector-sink.js';
 import { EmbeddingsStub, stubVector } from '../../support/embeddings-stub.js';
 import { waitFor } from '../../support/helpers.js';
+import { interceptedSink } from '../../support/intercepted-sink.js';
 import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, replayGroup, skipped, upsertEvent } from '../../support/pipeline-harness.js';
 
 const DIMENSIONS = HARNESS_DIMENSIONS;
@@ -93,21 +94,11 @@ describe('adversarial', () => {
     const real = createSink(config.sink, DIMENSIONS);
     let down = true;
     let failedUpserts = 0;
-    const sink = new Proxy(real, {
-      get(target, prop, receiver) {
-        // Every way the writer can reach the storage fails while it is down: one op at a time, or the whole batch.
-        if (prop === 'upsert' || prop === 'write') {
-          return async (arg: SinkRecord[] & SinkBatch) => {
-            if (down) {
-              failedUpserts++;
-              throw new SinkError('SINK_UNAVAILABLE', 'LanceDB could not upsert rows: storage unreachable (injected)', { canRetry: true });
-            }
-            return prop === 'upsert' ? target.upsert(arg) : target.write(arg);
-          };
-        }
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-      },
+    // Every way the writer can reach the storage fails while it is down.
+    const sink = interceptedSink(real, () => {
+      if (!down) return;
+      failedUpserts++;
+      throw new SinkError('SINK_UNAVAILABLE', 'LanceDB could not upsert rows: storage unreachable (injected)', { canRetry: true });
     });
     const pipeline = await start(config, ['ingest', 'embed', 'write'], sink);
     await produce([event('outage-1', 1, 'bought once')]);
@@ -153,21 +144,12 @@ describe('adversarial', () => {
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => (release = resolve));
     let yHeld = false;
-    const sink = new Proxy(real, {
-      get(target, prop, receiver) {
-        if (prop === 'upsert' || prop === 'write') {
-          return async (arg: SinkRecord[] & SinkBatch) => {
-            const records = prop === 'upsert' ? arg : arg.upserts;
-            if (records.some((r) => r.itemId === 'twin-y')) {
-              yHeld = true;
-              await gate;
-            }
-            return prop === 'upsert' ? target.upsert(arg) : target.write(arg);
-          };
-        }
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-      },
+    const sink = interceptedSink(real, async (method, arg) => {
+      const records = method === 'upsert' ? (arg as SinkRecord[]) : method === 'write' ? (arg as SinkBatch).upserts : [];
+      if (records.some((r) => r.itemId === 'twin-y')) {
+        yHeld = true;
+        await gate;
+      }
     });
     const writer = await start(config, ['write'], sink);
     cleanups.push(async () => release());

@@ -5,7 +5,7 @@
  * next worker pays for no text twice.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../../src/config/config.js';
+import { loadConfig, type Config } from '../../../src/config/config.js';
 import { createKafka } from '../../../src/ingest/kafka.js';
 import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
 import { silentLogger } from '../../../src/observability/logger.js';
@@ -23,25 +23,46 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
+/** A worker environment of its own, with `count` new items waiting in its topic. */
+async function topicWithItems(stub: EmbeddingsStub, overrides: Record<string, string>, count: number) {
+  const isolated = await isolatedWorkerEnv(stub, overrides, cleanups);
+  const config = loadConfig(isolated.env);
+  const kafka = createKafka(config.kafka, silentLogger);
+  const topic = config.kafka.topics[0] as string;
+  await ensureTopic(kafka, topic, 1);
+  const events = Array.from({ length: count }, (_, i) => JSON.stringify({ id: `item-${i}`, version: 1, text: `text ${i}`, metadata: { i } }));
+  await produceLines(kafka, topic, (async function* () {
+    yield* events;
+  })(), { idField: 'id' });
+  return { ...isolated, config, count };
+}
+
+/** Waits until the LanceDB table the workers write holds `count` items. */
+async function waitAllWritten(config: Config, dir: string, count: number, timeoutMs: number): Promise<void> {
+  const sink = new LanceDbSink({ name: config.sink.collection, dimensions: 8, distance: 'cosine' }, join(dir, 'lancedb'));
+  cleanups.push(() => sink.close());
+  await waitFor('every item written by the next worker', async () => {
+    try {
+      await sink.open();
+      return (await sink.count()) === count;
+    } catch {
+      return false; // the worker has not created the table yet
+    }
+  }, { timeoutMs });
+}
+
 describe('graceful shutdown', () => {
   it('hands the jobs in hand back on SIGTERM and pays for no text twice', async () => {
-    // One text per request, each answered after 2 s: the 40 jobs in hand would take 80 s to
-    // finish one after another, longer than any grace period a drain that waits for them all has.
+    // One text per request, each answered after 2 s: the signal comes while requests are in
+    // flight, and their answers must be kept (written, or held in the write queue).
     const stub = new EmbeddingsStub({ dimensions: 8, latencyMs: 2_000 });
-    const { env, dir, workers } = await isolatedWorkerEnv(stub, {
+    const { env, dir, workers, config, count } = await topicWithItems(stub, {
       EMBEDDINGS_BATCH_SIZE: '1',
       EMBED_JOB_MAX_ITEMS: '1',
       EMBED_CONCURRENCY: '40',
       EMBED_BATCH_LINGER_MS: '0',
       EMBEDDINGS_TIMEOUT_MS: '10000',
-    }, cleanups);
-    const config = loadConfig(env);
-    const kafka = createKafka(config.kafka, silentLogger);
-    await ensureTopic(kafka, config.kafka.topics[0] as string, 1);
-    const events = Array.from({ length: 40 }, (_, i) => JSON.stringify({ id: `item-${i}`, version: 1, text: `text ${i}`, metadata: { i } }));
-    await produceLines(kafka, config.kafka.topics[0] as string, (async function* () {
-      yield* events;
-    })(), { idField: 'id' });
+    }, 40);
 
     const first = spawnWorker('ingest,embed,write', env);
     workers.push(first);
@@ -53,16 +74,7 @@ describe('graceful shutdown', () => {
 
     const second = spawnWorker('ingest,embed,write', env);
     workers.push(second);
-    const sink = new LanceDbSink({ name: config.sink.collection, dimensions: 8, distance: 'cosine' }, join(dir, 'lancedb'));
-    cleanups.push(() => sink.close());
-    await waitFor('every item written by the next worker', async () => {
-      try {
-        await sink.open();
-        return (await sink.count()) === events.length;
-      } catch {
-        return false;
-      }
-    }, { timeoutMs: 120_000 });
+    await waitAllWritten(config, dir, count, 120_000);
     const inputs = stub.served.flatMap((r) => r.inputs);
     expect(inputs.length, `texts bought twice: ${inputs.length - new Set(inputs).size}`).toBe(new Set(inputs).size);
     expect(second.output()).not.toMatch(/dead-letter/);
@@ -71,14 +83,7 @@ describe('graceful shutdown', () => {
     // Every request fails as an overloaded server's would; the circuit never opens, so each batch
     // is in its in-process retries when the signal comes.
     const stub = new EmbeddingsStub({ dimensions: 8, unavailableMarker: 'text' });
-    const { env, dir, workers } = await isolatedWorkerEnv(stub, { EMBEDDINGS_BREAKER_FAILURES: '100000', EMBED_BATCH_LINGER_MS: '0' }, cleanups);
-    const config = loadConfig(env);
-    const kafka = createKafka(config.kafka, silentLogger);
-    await ensureTopic(kafka, config.kafka.topics[0] as string, 1);
-    const events = Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: `item-${i}`, version: 1, text: `text ${i}`, metadata: { i } }));
-    await produceLines(kafka, config.kafka.topics[0] as string, (async function* () {
-      yield* events;
-    })(), { idField: 'id' });
+    const { env, dir, workers, config, count } = await topicWithItems(stub, { EMBEDDINGS_BREAKER_FAILURES: '100000', EMBED_BATCH_LINGER_MS: '0' }, 10);
 
     const first = spawnWorker('ingest,embed,write', env);
     workers.push(first);
@@ -101,15 +106,6 @@ describe('graceful shutdown', () => {
     stub.options.unavailableMarker = undefined;
     const second = spawnWorker('ingest,embed,write', env);
     workers.push(second);
-    const sink = new LanceDbSink({ name: config.sink.collection, dimensions: 8, distance: 'cosine' }, join(dir, 'lancedb'));
-    cleanups.push(() => sink.close());
-    await waitFor('every item written by the next worker', async () => {
-      try {
-        await sink.open();
-        return (await sink.count()) === events.length;
-      } catch {
-        return false;
-      }
-    }, { timeoutMs: 60_000 });
+    await waitAllWritten(config, dir, count, 60_000);
   });
 });

@@ -9,24 +9,16 @@ import { describe, expect, it } from 'vitest';
 import { SinkError } from '../../../src/core/errors.js';
 import type { WriteJobData } from '../../../src/queue/jobs.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
-import type { SinkBatch, VectorSink } from '../../../src/sinks/vector-sink.js';
+import type { VectorSink } from '../../../src/sinks/vector-sink.js';
 import { waitFor } from '../../support/helpers.js';
+import { interceptedSink } from '../../support/intercepted-sink.js';
 import { HARNESS_DIMENSIONS, pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
 
 /** A sink whose every write fails as an unreachable server's would, while `down`. */
 function switchableSink(real: VectorSink): { sink: VectorSink; setDown: (down: boolean) => void } {
   let down = true;
-  const sink = new Proxy(real, {
-    get(target, prop, receiver) {
-      if (prop === 'write' || prop === 'upsert' || prop === 'delete' || prop === 'updatePayload') {
-        return async (arg: SinkBatch) => {
-          if (down) throw new SinkError('SINK_UNAVAILABLE', 'connect ECONNREFUSED 127.0.0.1:6333 (injected)', { canRetry: true });
-          return (target[prop] as (a: unknown) => Promise<unknown>).call(target, arg);
-        };
-      }
-      const value = Reflect.get(target, prop, receiver) as unknown;
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
+  const sink = interceptedSink(real, () => {
+    if (down) throw new SinkError('SINK_UNAVAILABLE', 'connect ECONNREFUSED 127.0.0.1:6333 (injected)', { canRetry: true });
   });
   return { sink, setDown: (d) => (down = d) };
 }

@@ -4,8 +4,7 @@
  * generation's embed queue.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
@@ -20,7 +19,8 @@ import { EMBED_QUEUE } from '../../../src/queue/jobs.js';
 import { configFor } from '../../../src/reindex/generations.js';
 import { servingConfig } from '../../../src/reindex/reindex.js';
 import { EmbeddingsStub } from '../../support/embeddings-stub.js';
-import { deletePrefix, deleteTopics, services, uniqueName, waitFor } from '../../support/helpers.js';
+import { waitFor } from '../../support/helpers.js';
+import { isolatedWorkerEnv } from '../../support/processes.js';
 import { upsertEvent } from '../../support/pipeline-harness.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -40,32 +40,8 @@ async function reached(what: string, check: () => Promise<boolean>, timeoutMs: n
 describe('operator commands after a switch', () => {
   it('backfill start, resume and dlq list act on the serving generation once generation 1 is dropped', async () => {
     const stub = new EmbeddingsStub({ dimensions: 8 });
-    const dir = mkdtempSync(join(tmpdir(), 'cli-'));
-    const { kafkaBrokers, redisUrl } = services();
-    const name = uniqueName('cli');
-    const env: Record<string, string> = {
-      KAFKA_BROKERS: kafkaBrokers,
-      REDIS_URL: redisUrl,
-      KAFKA_TOPICS: name,
-      KAFKA_GROUP_ID: name,
-      QUEUE_PREFIX: name,
-      LANCEDB_URI: join(dir, 'lancedb'),
-      COLLECTION: name,
-      EMBEDDINGS_BASE_URL: await stub.start(),
-      EMBEDDINGS_MODEL: 'stub-embedding',
-      EMBEDDINGS_DIMENSIONS: '8',
-      EMBED_BATCH_LINGER_MS: '20',
-      WRITE_BATCH_LINGER_MS: '20',
-      JOB_BACKOFF_MS: '100',
-      LOG_LEVEL: 'silent',
-      KAFKAJS_NO_PARTITIONER_WARNING: '1',
-    };
-    cleanups.push(async () => {
-      await stub.stop();
-      await deletePrefix(redisUrl, name);
-      await deleteTopics([kafkaBrokers], [name]);
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const { env, dir } = await isolatedWorkerEnv(stub, { EMBED_BATCH_LINGER_MS: '20', WRITE_BATCH_LINGER_MS: '20', JOB_BACKOFF_MS: '100', LOG_LEVEL: 'silent' }, cleanups);
+    const name = env.KAFKA_TOPICS as string;
     const indexer = (...args: string[]) => {
       const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, encoding: 'utf8' });
       return `${r.stdout}${r.stderr}`.trim();
