@@ -258,8 +258,7 @@ export class EmbedStage {
       async () => {
         await this.options.inflight.announce(vectors, jobId);
         if (backfills.length > 0) await this.options.backfills.addJobs(backfills, [jobId]);
-        const job = await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
-        return job;
+        await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
       },
       { policy: this.options.retryPolicy },
     );
