@@ -244,7 +244,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
 }
 
 /**
- * An item's write lease outlasts one sink request with room to spare (it is renewed before each
+ * An item's write lease outlasts one sink request with room to spare (it is renewed before each retry
  * attempt), and never undercuts the job lock: a writer that is alive keeps its items.
  */
 function writeLeaseMs(config: Config): number {

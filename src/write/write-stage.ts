@@ -22,7 +22,7 @@ export interface WriteStageOptions {
   lingerMs: number;
   /**
    * How long an item's write lease lasts without renewal: longer than one sink request can take
-   * (it is renewed before every attempt), so a writer that still runs never loses it mid-request.
+   * (it is renewed before every retry), so a writer that still runs never loses it mid-request.
    */
   leaseMs: number;
   /** Aborted when the process stops: no new sink attempt starts (see handBackOnShutdown). */
@@ -142,7 +142,7 @@ export class WriteStage {
   }
 
   /**
-   * Before each sink attempt (the first and every retry): the leases must outlast the request. A
+   * Before each retry of a sink write: the leases must outlast the request. A
    * writer that lost one (it stalled past the lease, and another writer took the item) must not
    * write: the batch waits and is claimed afresh.
    */
@@ -187,8 +187,10 @@ export class WriteStage {
         let result: { missing: string[] };
         try {
           result = await withRetry(
-            async () => {
-              await this.holdLeases(ids);
+            async (attempt) => {
+              // The first attempt follows the claim by moments; a retry may come after a long
+              // wait, so the leases are renewed (and checked) before it.
+              if (attempt > 1) await this.holdLeases(ids);
               return sink.write(batch);
             },
             {
