@@ -22,15 +22,30 @@ wait_for() {
 }
 
 # apt-get install, run once per machine; root is needed (CI and the dev machines run as root).
+# Another install in progress holds dpkg's lock: wait for it (APT_LOCK_TIMEOUT seconds, default
+# 600) rather than fail at once, then say what failed.
 apt_install() {
   if [ "$(id -u)" != 0 ]; then
     die "$* is not installed and this user cannot apt-get install it. Install it (Debian: apt-get install $*) or point the indexer at an existing service."
   fi
-  log "installing $* from Debian's packages"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 || {
-    apt-get update -qq >/dev/null 2>&1
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-  }
+  local wait="${APT_LOCK_TIMEOUT:-600}" out; out="$(mktemp "$CACHE/apt-install.XXXXXX.log")"
+  local apt=(apt-get -o "DPkg::Lock::Timeout=$wait" -o "Acquire::Retries=3")
+  log "installing $* from Debian's packages (waiting up to ${wait} s for another install to finish)"
+  if DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "$@" >"$out" 2>&1; then rm -f "$out"; return 0; fi
+  apt_lock_held "$out" "$wait" "$*"
+  # Most often the package lists are missing or stale (a fresh image): refresh them once.
+  "${apt[@]}" update -qq >>"$out" 2>&1 || true
+  if DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "$@" >>"$out" 2>&1; then rm -f "$out"; return 0; fi
+  apt_lock_held "$out" "$wait" "$*"
+  tail -n 15 "$out" >&2
+  die "apt-get could not install $* (output above, whole in $out). Install it yourself (apt-get install $*) or point the indexer at an existing service."
+}
+
+# Stops with a clear message when apt-get failed because another install kept dpkg's lock.
+apt_lock_held() {
+  if grep -q "Could not get lock\|Unable to acquire the dpkg frontend lock\|Could not get lock /var/lib/dpkg" "$1"; then
+    die "apt-get could not install $3: another package install held dpkg's lock for more than $2 s. Let it finish (or raise APT_LOCK_TIMEOUT), then run this again."
+  fi
 }
 
 # host and port from a redis:// URL or a host:port list (first entry).

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, type Config } from '../config/config.js';
 import { ensureTopic, produceLines } from '../ingest/produce.js';
 import { createKafka } from '../ingest/kafka.js';
 import { createLogger } from '../observability/logger.js';
@@ -89,4 +89,25 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     out(`\nsearch: "${query}"`);
     process.stdout.write(formatHits(await searchText(config, query, 5)));
   }
+  out(`\n${nextSteps(config)}`);
+}
+
+/**
+ * The commands that read the demo's index. `search` and `export` read the configured sink, and
+ * the demo's is not the default one (a demo run must not overwrite an index of the user's own).
+ */
+export function nextSteps(config: Config): string {
+  const sink = config.sink.kind === 'lancedb' ? `LANCEDB_URI=${shellWord(config.sink.lancedb.uri)} COLLECTION=${shellWord(config.sink.collection)}` : `QDRANT_URL=${shellWord(config.sink.qdrant?.url ?? '')} COLLECTION=${shellWord(config.sink.collection)}`;
+  const where = config.sink.kind === 'lancedb' ? `${config.sink.lancedb.uri}, table ${config.sink.collection}` : `Qdrant collection ${config.sink.collection}`;
+  return [
+    `The demo's index stays in ${where}. Search it, or list what it holds:`,
+    `  ${sink} npx indexer search "wool hiking socks"`,
+    `  ${sink} npx indexer export | head -3`,
+    'To index your own change events, see "Using it" in README.md.',
+  ].join('\n');
+}
+
+/** Quotes a value for a POSIX shell when it needs it. */
+function shellWord(value: string): string {
+  return /^[\w./:@-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`;
 }

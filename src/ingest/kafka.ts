@@ -1,13 +1,50 @@
+import { createRequire } from 'node:module';
 import { Kafka, logLevel, type Admin, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
 
-const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+type Level = 'error' | 'warn' | 'info' | 'debug';
+
+const LEVELS: Record<number, Level> = {
   [logLevel.ERROR]: 'error',
   [logLevel.WARN]: 'warn',
   [logLevel.INFO]: 'info',
   [logLevel.DEBUG]: 'debug',
 };
+
+/**
+ * The broker's answers kafkajs retries on its own (its protocol table marks them retriable), plus
+ * the group protocol's routine ones. kafkajs logs each failed request at ERROR even so: on a fresh
+ * broker every start logs "The coordinator is loading" and "The group coordinator is not
+ * available", which would page someone for nothing. When the retries run out, the consumer's crash
+ * is logged (and handled) by the ingest consumer.
+ */
+const ROUTINE_BROKER_ANSWERS: ReadonlySet<string> = (() => {
+  const { errorCodes } = createRequire(import.meta.url)('kafkajs/src/protocol/error.js') as { errorCodes: { type: string; retriable: boolean; message: string }[] };
+  const groupProtocol = new Set(['REBALANCE_IN_PROGRESS', 'MEMBER_ID_REQUIRED', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
+  return new Set(errorCodes.filter((e) => e.retriable || groupProtocol.has(e.type)).map((e) => e.message));
+})();
+
+/** kafkajs's own ERROR lines that announce a retry it is about to make, not a failure. */
+const RETRY_NOTICES = [/^Restarting the consumer in/, /^The coordinator is not aware of this member/, /^Failed to connect to seed broker, trying another/, /^Failed to connect to broker, reconnecting/, /^Connection timeout/];
+
+/**
+ * The level a kafkajs log line deserves here: a failed request that kafkajs retries is debug, a
+ * retry notice is a warning; any other error stays an error and says what to look at.
+ */
+export function kafkaLogLevel(level: number, message: string, fields: Record<string, unknown>): Level {
+  const mapped = LEVELS[level] ?? 'info';
+  if (mapped !== 'error') return mapped;
+  if (typeof fields.error === 'string' && ROUTINE_BROKER_ANSWERS.has(fields.error)) return 'debug';
+  if (ROUTINE_BROKER_ANSWERS.has(message)) return 'debug';
+  if (RETRY_NOTICES.some((notice) => notice.test(message))) return 'warn';
+  // The ingest consumer logs these itself: a warning while kafkajs restarts it, an error naming
+  // the action when it will not (IngestConsumer's crash handler).
+  if (/^Crash: |^Error when calling eachBatch/.test(message)) return 'warn';
+  return 'error';
+}
+
+const KAFKA_ERROR_ACTION = 'kafkajs gives up on this request: check that the brokers in KAFKA_BROKERS are reachable, and the topic, ACLs and credentials (KAFKA_SASL_*); the ingest consumer logs separately when it stops';
 
 /** kafkajs client for any Kafka: TLS and SASL from the config, its logs routed through pino. */
 export function createKafka(config: Config['kafka'], logger: Logger): Kafka {
@@ -26,7 +63,9 @@ export function createKafka(config: Config['kafka'], logger: Logger): Kafka {
       () =>
       ({ level, log }: LogEntry) => {
         const { message, ...rest } = log;
-        kafkaLogger[LEVELS[level] ?? 'info'](rest, message);
+        const mapped = kafkaLogLevel(level, message, rest);
+        if (mapped === 'error') kafkaLogger.error({ ...rest, action: KAFKA_ERROR_ACTION }, message);
+        else kafkaLogger[mapped](rest, message);
       },
   });
 }
