@@ -10,7 +10,9 @@ HOST="$(url_host "$KAFKA_BROKERS")"; PORT="$(url_port "$KAFKA_BROKERS")"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 HERE="$ROOT/scripts/services/kafka"
 DIR="$CACHE/kafka"; LIBS="$DIR/libs"; DATA="$DIR/data"; PIDFILE="$DIR/broker.pid"
-HEAP="${KAFKA_LOCAL_HEAP:-768m}"
+HEAP="${KAFKA_LOCAL_HEAP:-512m}"
+# Kafka 4 logs through log4j2; log4j 1 settings (-Dlog4j.configuration) are ignored.
+LOGGING=(-Dkafka.logs.dir="$DIR" -Dlog4j2.configurationFile="$HERE/log4j2.yaml")
 
 install() {
   command -v java >/dev/null || apt_install openjdk-17-jre-headless
@@ -18,15 +20,20 @@ install() {
   command -v mvn >/dev/null || apt_install maven
   log "kafka: fetching the broker jars from Maven Central (first run only)"
   rm -rf "$LIBS"
-  mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS" \
+  # jansi.noreset: Maven 3.8's -q still prints bare ANSI reset codes without it.
+  MAVEN_OPTS="${MAVEN_OPTS:-} -Djansi.noreset=true" mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS" \
     || die "kafka: could not fetch the broker jars with Maven (see the output above)"
   touch "$LIBS/.complete"
 }
 
 ready() {
   # A broker that accepts connections may still be electing its controller; ask it for metadata.
-  port_open "$HOST" "$PORT" && node "$ROOT/scripts/services/kafka-ready.mjs" "$HOST:$PORT" 
+  port_open "$HOST" "$PORT" && node "$ROOT/scripts/services/kafka-ready.mjs" "$HOST:$PORT"
 }
+
+# A fresh broker creates __consumer_offsets on the first group request and then refuses group
+# requests (NOT_COORDINATOR) until its coordinator has loaded every partition; waited out here once.
+groups_ready() { node "$ROOT/scripts/services/kafka-ready.mjs" "$HOST:$PORT" --groups; }
 
 start() {
   if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && ready; then
@@ -41,16 +48,17 @@ start() {
   rm -rf "$DATA"; mkdir -p "$DATA"
   sed -e "s|@DATA@|$DATA|" -e "s|@PORT@|$PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" \
     "$HERE/server.properties.template" > "$DIR/server.properties"
-  local cluster_id; cluster_id="$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
-  java -Dkafka.logs.dir="$DIR" -Dlog4j.configuration="file:$HERE/log4j.properties" -cp "$LIBS/*" \
+  local cluster_id; cluster_id="$(java "${LOGGING[@]}" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+  # The quorum is the static controller.quorum.voters of server.properties, so format needs no --standalone.
+  java "${LOGGING[@]}" -cp "$LIBS/*" \
     kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" >/dev/null \
     || die "kafka: formatting the log directory failed"
   log "kafka: starting the local broker on $HOST:$PORT"
-  nohup java -Xms256m -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dkafka.logs.dir="$DIR" -Dlog4j.configuration="file:$HERE/log4j.properties" \
+  nohup java -Xms128m -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true "${LOGGING[@]}" \
     -cp "$LIBS/*" kafka.Kafka "$DIR/server.properties" > "$DIR/broker.out" 2>&1 &
   echo $! > "$PIDFILE"
   wait_for ready "kafka" 90 || die "kafka: the broker did not become ready within 90 s (logs: $DIR/broker.log, $DIR/broker.out)"
+  wait_for groups_ready "kafka group coordinator" 60 || die "kafka: the group coordinator did not come up within 60 s (logs: $DIR/broker.log)"
   log "kafka: ready on $HOST:$PORT"
 }
 
