@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel, type Admin, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
@@ -70,15 +71,34 @@ export function createKafka(config: Config['kafka'], logger: Logger): Kafka {
   });
 }
 
-/** Runs `use` with a connected admin client, disconnected afterwards whatever happens. */
-export async function withAdmin<T>(kafka: Kafka, use: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    return await use(admin);
-  } finally {
-    await admin.disconnect().catch(() => undefined);
+/**
+ * Runs `use` with a connected admin client, disconnected afterwards whatever happens. Retried
+ * while the broker answers what kafkajs marks retriable: its admin calls (fetchOffsets, setOffsets)
+ * do not retry "The coordinator is loading" or "not the correct coordinator" themselves, and a
+ * fresh cluster, or a coordinator that moved after a broker restart, answers that for a moment.
+ * Every caller's `use` reads, or sets offsets to values it reads first: running it again is safe.
+ */
+export async function withAdmin<T>(kafka: Kafka, use: (admin: Admin) => Promise<T>, attempts = 8): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      return await use(admin);
+    } catch (error) {
+      if (attempt >= attempts || !isRetriableKafkaError(error)) throw error;
+      await sleep(Math.min(200 * 2 ** (attempt - 1), 3000));
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
   }
+}
+
+/** kafkajs marks the broker's passing answers `retriable`, on the error or on one it wraps. */
+export function isRetriableKafkaError(error: unknown): boolean {
+  for (let e = error as { retriable?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
+    if (e.retriable === true) return true;
+  }
+  return false;
 }
 
 /**
