@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what is missing, type-checks, starts (or
-# reuses) Redis and Kafka, runs the unit and integration tests, and prints one summary line.
+# reuses) Redis, Kafka and PostgreSQL, fetches Kafka Connect and Debezium (the change-capture
+# test starts its own worker), runs the unit and integration tests, and prints one summary line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install.sh
 echo "[test] type-check" >&2
 npx tsc -p tsconfig.json --noEmit
-bash scripts/services/up.sh redis kafka postgres
+bash scripts/services/up.sh redis kafka postgres connect
 mkdir -p .cache
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json=.cache/test-results.json "$@" || status=$?

@@ -1,5 +1,6 @@
 import { InvalidEventError } from '../core/errors.js';
 import type { Config } from '../config/config.js';
+import { isDebeziumEnvelope, readEnvelope, structKeyId, unwrapSchema, type TableName } from './debezium.js';
 
 export type Operation = 'upsert' | 'delete';
 
@@ -75,9 +76,21 @@ export function renderTemplate(template: string, event: unknown): { text: string
   return { text, filled };
 }
 
+/**
+ * The item a message key names: the key itself, or, unless EVENT_FORMAT=plain, the id inside a
+ * struct key (Debezium keys rows by their primary key: `{"id":123}`, maybe schema-wrapped).
+ */
+function keyIdOf(key: Buffer | null, mapping: EventMapping): { id: string; text: string; struct: boolean } | undefined {
+  if (key === null || key.length === 0) return undefined;
+  const text = key.toString('utf8');
+  const fromStruct = mapping.format === 'plain' ? undefined : structKeyId(text, mapping.idField);
+  return fromStruct === undefined ? { id: text, text, struct: false } : { id: fromStruct, text, struct: true };
+}
+
 function parseItemId(body: Record<string, unknown>, key: Buffer | null, mapping: EventMapping): string {
   const raw = readPath(body, mapping.idField);
-  const keyText = key === null || key.length === 0 ? undefined : key.toString('utf8');
+  const fromKey = keyIdOf(key, mapping);
+  const keyText = fromKey?.id;
   let id: string;
   if (raw === undefined || raw === null) {
     if (keyText === undefined) {
@@ -94,9 +107,14 @@ function parseItemId(body: Record<string, unknown>, key: Buffer | null, mapping:
   if (id.length === 0 || id.length > MAX_ID_LENGTH) {
     throw new InvalidEventError(`field "${mapping.idField}" must be 1 to ${MAX_ID_LENGTH} characters long, got ${id.length}`, mapping.idField);
   }
-  if (keyText !== undefined && keyText !== id) {
+  if (fromKey !== undefined && fromKey.id !== id) {
     // Per-item ordering rests on key = item id: a mismatch would let two partitions hold one item.
-    throw new InvalidEventError(`message key ${JSON.stringify(keyText)} differs from field "${mapping.idField}" ${JSON.stringify(id)}: produce with key = item id`, mapping.idField);
+    throw new InvalidEventError(
+      fromKey.struct
+        ? `message key ${fromKey.text} names item ${JSON.stringify(fromKey.id)}, but field "${mapping.idField}" holds ${JSON.stringify(id)}: set EVENT_ID_FIELD to the key column (the table's primary key)`
+        : `message key ${JSON.stringify(fromKey.id)} differs from field "${mapping.idField}" ${JSON.stringify(id)}: produce with key = item id`,
+      mapping.idField,
+    );
   }
   return id;
 }
@@ -186,16 +204,16 @@ function parseText(body: Record<string, unknown>, mapping: EventMapping): string
 }
 
 function parseMetadata(body: Record<string, unknown>, mapping: EventMapping): Record<string, unknown> {
-  const raw = readPath(body, mapping.metadataField);
+  return checkMetadata(readPath(body, mapping.metadataField), `field "${mapping.metadataField}"`, mapping.metadataField);
+}
+
+function checkMetadata(raw: unknown, what: string, field: string): Record<string, unknown> {
   if (raw === undefined || raw === null) return {};
   if (typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new InvalidEventError(`field "${mapping.metadataField}" must be a JSON object, got ${Array.isArray(raw) ? 'an array' : typeof raw}`, mapping.metadataField);
+    throw new InvalidEventError(`${what} must be a JSON object, got ${Array.isArray(raw) ? 'an array' : typeof raw}`, field);
   }
   if (nestsDeeperThan(raw, METADATA_MAX_DEPTH)) {
-    throw new InvalidEventError(
-      `field "${mapping.metadataField}" nests objects or arrays more than ${METADATA_MAX_DEPTH} levels deep: flatten it (no sink can filter on a payload that deep, and it cannot be queued)`,
-      mapping.metadataField,
-    );
+    throw new InvalidEventError(`${what} nests objects or arrays more than ${METADATA_MAX_DEPTH} levels deep: flatten it (no sink can filter on a payload that deep, and it cannot be queued)`, field);
   }
   return raw as Record<string, unknown>;
 }
@@ -220,10 +238,43 @@ function nestsDeeperThan(root: object, maxDepth: number): boolean {
   return false;
 }
 
-/** Validates one Kafka message; throws InvalidEventError naming the field and the fix. */
-export function parseChangeEvent(message: RawMessage, mapping: EventMapping): ChangeEvent {
+/**
+ * What one Kafka message asks for: a change of an item (with the table it came from, for a
+ * Debezium row); nothing (a tombstone: Debezium follows each delete with a null value, for log
+ * compaction, and the delete itself came just before); or, from Debezium, the truncate of a table:
+ * every item of that table is gone as of `version`.
+ */
+export type ChangeMessage =
+  | { kind: 'change'; event: ChangeEvent; table: TableName | undefined }
+  | { kind: 'tombstone' }
+  | { kind: 'truncate'; table: TableName; version: number; versionSource: VersionSource };
+
+/**
+ * A null value is Debezium's tombstone (skipped) with EVENT_FORMAT=debezium, and with auto when
+ * the key is a struct, as Debezium's are; a plain producer's tombstone is refused, so that a delete
+ * meant by it is not lost silently.
+ */
+function isSkippedTombstone(key: Buffer | null, mapping: EventMapping): boolean {
+  if (mapping.format === 'debezium') return true;
+  if (mapping.format === 'plain' || key === null) return false;
+  const text = key.toString('utf8');
+  if (!text.startsWith('{')) return false;
+  try {
+    const struct = unwrapSchema(JSON.parse(text));
+    return struct !== null && typeof struct === 'object' && !Array.isArray(struct);
+  } catch {
+    return false;
+  }
+}
+
+/** Validates one Kafka message (see ChangeMessage); throws InvalidEventError naming the field and the fix. */
+export function readChangeMessage(message: RawMessage, mapping: EventMapping): ChangeMessage {
   if (message.value === null) {
-    throw new InvalidEventError('the message has no value (a Kafka tombstone): send {"op":"delete", ...} to delete an item', 'value');
+    if (isSkippedTombstone(message.key, mapping)) return { kind: 'tombstone' };
+    throw new InvalidEventError(
+      'the message has no value (a Kafka tombstone): send {"op":"delete", ...} to delete an item (Debezium\'s tombstones, keyed by a struct, are skipped unless EVENT_FORMAT=plain)',
+      'value',
+    );
   }
   if (message.value.length > mapping.maxBytes) {
     throw new InvalidEventError(`the event is ${message.value.length} bytes, over EVENT_MAX_BYTES=${mapping.maxBytes}`, 'value');
@@ -234,7 +285,63 @@ export function parseChangeEvent(message: RawMessage, mapping: EventMapping): Ch
   } catch (error) {
     throw new InvalidEventError(`the value is not valid JSON: ${(error as Error).message}`, 'value');
   }
-  return parseChangeRecord(body, message.key, message.timestampMs === undefined ? undefined : { ms: message.timestampMs, source: 'kafka_timestamp' }, mapping);
+  const fallback = message.timestampMs === undefined ? undefined : ({ ms: message.timestampMs, source: 'kafka_timestamp' } as const);
+  if (mapping.format === 'plain') return { kind: 'change', event: parseChangeRecord(body, message.key, fallback, mapping), table: undefined };
+  const unwrapped = unwrapSchema(body);
+  if (unwrapped === null && body !== null) return { kind: 'tombstone' };
+  if (isDebeziumEnvelope(unwrapped)) return readDebeziumChange(unwrapped, message.key, mapping);
+  if (mapping.format === 'debezium') {
+    throw new InvalidEventError('the value is not a Debezium envelope (an object with "op" c, u, d, r or t and a "source" naming its "connector"): set EVENT_FORMAT=auto or plain for other events', 'value');
+  }
+  return { kind: 'change', event: parseChangeRecord(unwrapped, message.key, fallback, mapping), table: undefined };
+}
+
+/** Validates one Kafka message that must be a change of an item (a backfill's replay or file). */
+export function parseChangeEvent(message: RawMessage, mapping: EventMapping): ChangeEvent {
+  const read = readChangeMessage(message, mapping);
+  if (read.kind === 'change') return read.event;
+  if (read.kind === 'tombstone') throw new InvalidEventError('the message has no value (a Debezium tombstone): it changes nothing, the delete before it does', 'value');
+  throw new InvalidEventError(`a Debezium truncate of table ${read.table}: only live ingest applies truncates`, 'op');
+}
+
+function readDebeziumChange(envelope: Record<string, unknown>, key: Buffer | null, mapping: EventMapping): ChangeMessage {
+  const change = readEnvelope(envelope);
+  if (change.kind === 'truncate') return { kind: 'truncate', table: change.table, version: change.version, versionSource: change.versionSource };
+  const itemId = parseItemId(change.row, key, mapping);
+  try {
+    const upsert = change.op === 'upsert';
+    const event: ChangeEvent = {
+      itemId,
+      op: change.op,
+      version: change.version,
+      versionSource: change.versionSource,
+      updatedAt: change.updatedAt,
+      text: upsert ? parseText(change.row, mapping) : undefined,
+      metadata: upsert ? rowMetadata(change.row, mapping) : {},
+    };
+    return { kind: 'change', event, table: change.table };
+  } catch (error) {
+    if (error instanceof InvalidEventError) error.itemId ??= itemId;
+    throw error;
+  }
+}
+
+/**
+ * A row's metadata: its EVENT_METADATA_FIELD column when it has one (a json/jsonb column, which
+ * Debezium sends as a string, is read as the object it holds); else every column of the row.
+ */
+function rowMetadata(row: Record<string, unknown>, mapping: EventMapping): Record<string, unknown> {
+  const column = readPath(row, mapping.metadataField);
+  if (column === undefined) return checkMetadata(row, 'the row', 'after');
+  let value: unknown = column;
+  if (typeof column === 'string' && column.trimStart().startsWith('{')) {
+    try {
+      value = JSON.parse(column) as unknown;
+    } catch {
+      // Not JSON after all: refused as the string it is.
+    }
+  }
+  return checkMetadata(value, `column "${mapping.metadataField}"`, mapping.metadataField);
 }
 
 /**

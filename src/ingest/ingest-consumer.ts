@@ -11,7 +11,9 @@ import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
 import type { CommitGate } from '../queue/redis-durability.js';
 import type { ItemStateStore, QueuedJobKeys, Verdict } from '../state/item-state.js';
-import { coalescingKey, parseChangeEvent, versionSourceConflict, type EventMapping, type VersionSource } from './change-event.js';
+import { coalescingKey, readChangeMessage, versionSourceConflict, type EventMapping, type VersionSource } from './change-event.js';
+import type { TableName } from './debezium.js';
+import type { TableTruncates, TruncateMark } from './table-truncates.js';
 
 /**
  * INITIALIZED: constructed, not connected. RUNNING: consuming. STOPPING: close() called, the
@@ -34,6 +36,8 @@ export interface IngestOptions {
   gate: CommitGate;
   /** Called once when ingest stops for good (FAILED); the worker process exits non-zero on it. */
   onFatal?: (error: Error) => void;
+  /** Debezium tables' items and truncates. */
+  truncates: TableTruncates;
   logger: Logger;
   metrics: Metrics;
 }
@@ -65,7 +69,21 @@ export interface SizedChange {
   bytes: number;
   /** The event as it arrived, for the dead-letter store should the item state refuse it (read only then). */
   original?: () => { value: Buffer; key: Buffer | null };
+  /** The database table of a Debezium row change (a truncate of it deletes the item). */
+  table?: TableName;
 }
+
+/** A Debezium TRUNCATE read in a batch: every item of `table` is deleted at `version`. */
+interface TableTruncate {
+  table: TableName;
+  version: number;
+  versionSource: VersionSource;
+  /** `topic/partition@offset`, as the deletes' source. */
+  source: string;
+}
+
+/** Item ids per page of a truncated table's members. */
+const TRUNCATE_PAGE = 500;
 
 /** What offerChanges needs beyond the changes: where refusals are dead-lettered from, and how. */
 export interface OfferContext {
@@ -175,6 +193,11 @@ export class IngestConsumer {
       maxBytesPerPartition: 1_048_576,
     });
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => this.onCrash(payload.error, payload.restart));
+  }
+
+  /** Whether ingest is waiting for the queues to drain below QUEUE_HIGH_WATER (for `indexer status`). */
+  get pausedByHighWater(): boolean {
+    return this.paused;
   }
 
   /** Why this process cannot ingest now, in words (empty when it can). */
@@ -288,7 +311,11 @@ export class IngestConsumer {
     if (!(await this.waitBelowHighWater(partition, heartbeat, isRunning))) return;
 
     const acceptedAt = Date.now();
-    const { newest, dead } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
+    const { newest, dead, tombstones, truncates } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
+    metrics.eventsSkipped.inc({ reason: 'tombstone' }, tombstones);
+    if (truncates.length > 0 || [...newest.values()].some((sized) => sized.table !== undefined)) {
+      await this.step(partition, 'recording the tables\' items and truncates', heartbeat, () => this.applyTruncateMarks(newest, truncates));
+    }
     const offered = await this.step(partition, 'offering the changes to the item state', heartbeat, () =>
       offerChanges(state, this.queuedJobKeys, [...newest.values()], { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes }, { stage: 'ingest', mapping: config.events }),
     );
@@ -300,7 +327,7 @@ export class IngestConsumer {
         opts: { ...this.options.jobOptions, jobId },
       }));
     const queuedChanges = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
-    const parsed = batch.messages.length - dead.length;
+    const parsed = batch.messages.length - dead.length - tombstones - truncates.length;
     metrics.eventsSkipped.inc({ reason: 'coalesced' }, parsed - newest.size);
     const inSink = verdicts.filter((v) => v === 'in_sink').length;
     metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.size - queuedChanges - inSink - offered.dead.length);
@@ -318,6 +345,9 @@ export class IngestConsumer {
     metrics.eventsConsumed.inc(batch.messages.length);
     logger.debug({ topic: batch.topic, partition: batch.partition, first: batch.firstOffset(), last: batch.lastOffset(), jobs: jobs.length, changes: queuedChanges, dead: dead.length }, 'batch enqueued');
     metrics.jobsEnqueued.inc({ queue: 'embed' }, jobs.length);
+    for (const truncate of truncates) {
+      if (!(await this.queueTruncateDeletes(partition, truncate, { heartbeat, isRunning }))) return;
+    }
 
     // A rebalance took the partition away meanwhile: its new owner re-reads from the last commit,
     // and the item state keeps a change still queued from being queued twice.
@@ -332,24 +362,40 @@ export class IngestConsumer {
   }
 
   /**
-   * Validates every message; keeps each item's newest change per version source (with its size)
-   * and the dead letters.
+   * Validates every message; keeps each item's newest change per version source (with its size
+   * and table), the dead letters, and the truncates; counts the tombstones skipped.
    */
-  private parseBatch(topic: string, partition: number, messages: KafkaMessage[], acceptedAt: number): { newest: Map<string, SizedChange>; dead: DeadLetter[] } {
+  private parseBatch(
+    topic: string,
+    partition: number,
+    messages: KafkaMessage[],
+    acceptedAt: number,
+  ): { newest: Map<string, SizedChange>; dead: DeadLetter[]; tombstones: number; truncates: TableTruncate[] } {
     const { config, metrics } = this.options;
     const newest = new Map<string, SizedChange>();
     const dead: DeadLetter[] = [];
+    const truncates: TableTruncate[] = [];
+    let tombstones = 0;
     for (const message of messages) {
       const source = `${topic}/${partition}@${message.offset}`;
       let itemId: string | undefined;
       try {
-        const event = parseChangeEvent({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
+        const read = readChangeMessage({ key: message.key, value: message.value, timestampMs: Number(message.timestamp) }, config.events);
+        if (read.kind === 'tombstone') {
+          tombstones++;
+          continue;
+        }
+        if (read.kind === 'truncate') {
+          truncates.push({ table: read.table, version: read.version, versionSource: read.versionSource, source });
+          continue;
+        }
+        const { event, table } = read;
         itemId = event.itemId;
         const held = newest.get(coalescingKey(event));
         if (held === undefined || !isAfter(held.change, event)) {
           // Metadata nesting is bounded by the parser, so JSON.stringify in addBulk cannot fail on it.
           const change: QueuedChange = { ...event, source, acceptedAt };
-          newest.set(coalescingKey(event), { change, bytes: message.value?.length ?? 0, original: () => ({ value: message.value ?? Buffer.alloc(0), key: message.key ?? null }) });
+          newest.set(coalescingKey(event), { change, table, bytes: message.value?.length ?? 0, original: () => ({ value: message.value ?? Buffer.alloc(0), key: message.key ?? null }) });
         }
       } catch (error) {
         // Whatever one event does to the parser (a RangeError from a template over deep nesting
@@ -359,7 +405,66 @@ export class IngestConsumer {
         dead.push({ stage: 'ingest', code: invalid.code, reason: invalid.message, itemId: itemId ?? invalid.itemId, original: message.value ?? Buffer.alloc(0), key: message.key ?? null, source });
       }
     }
-    return { newest, dead };
+    return { newest, dead, tombstones, truncates };
+  }
+
+  /**
+   * Records the batch's Debezium rows as items of their tables and its truncates as the tables'
+   * marks (see TableTruncates), then turns each change older than its table's newest truncate
+   * into a delete at the truncate's version: the row was gone by then, whichever partition brought
+   * the truncate, and whenever.
+   */
+  private async applyTruncateMarks(newest: Map<string, SizedChange>, truncates: TableTruncate[]): Promise<void> {
+    const members = new Map<TableName, string[]>();
+    for (const { change, table } of newest.values()) {
+      if (table === undefined) continue;
+      const ids = members.get(table) ?? [];
+      ids.push(change.itemId);
+      members.set(table, ids);
+    }
+    const marks = await this.options.truncates.record(members, truncates);
+    if (marks.size === 0) return;
+    for (const sized of newest.values()) {
+      const mark: TruncateMark | undefined = sized.table === undefined ? undefined : marks.get(sized.table);
+      if (mark === undefined || mark.versionSource !== sized.change.versionSource || sized.change.version >= mark.version) continue;
+      sized.change = { ...sized.change, op: 'delete', version: mark.version, text: undefined, metadata: {} };
+    }
+  }
+
+  /**
+   * Queues the delete of every item the truncated table has had, at the truncate's version, page
+   * by page below the high-water mark: the item state drops the deletes of items changed after
+   * the truncate (a row inserted since has a higher version); an item deleted before gets its
+   * delete again, which costs a sink delete and no embeddings. False when ingest is closing
+   * meanwhile: the batch stays uncommitted, and is read again, truncate included.
+   */
+  private async queueTruncateDeletes(partition: string, truncate: TableTruncate, batch: { heartbeat: () => Promise<void>; isRunning: () => boolean }): Promise<boolean> {
+    const { config, embedQueue, deadLetters, metrics, state, logger, truncates } = this.options;
+    let cursor = '0';
+    let queued = 0;
+    do {
+      if (!(await this.waitBelowHighWater(partition, batch.heartbeat, batch.isRunning))) return false;
+      const page = await this.step(partition, `reading the items of truncated table ${truncate.table}`, batch.heartbeat, () => truncates.members(truncate.table, cursor, TRUNCATE_PAGE));
+      cursor = page.cursor;
+      const acceptedAt = Date.now();
+      const deletes: SizedChange[] = page.ids.map((itemId) => ({
+        change: { itemId, op: 'delete', version: truncate.version, versionSource: truncate.versionSource, updatedAt: undefined, text: undefined, metadata: {}, source: truncate.source, acceptedAt },
+        bytes: 0,
+      }));
+      const offered = await this.step(partition, 'offering a truncate\'s deletes to the item state', batch.heartbeat, () =>
+        offerChanges(state, this.queuedJobKeys, deletes, { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes }, { stage: 'ingest', mapping: config.events }),
+      );
+      const jobs = offered.jobs.map(({ jobId, changes }) => ({ name: `truncate:${truncate.table}`, data: { changes }, opts: { ...this.options.jobOptions, jobId } }));
+      for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) {
+        await this.step(partition, 'adding a truncate\'s delete jobs', batch.heartbeat, () => embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS)));
+      }
+      await this.step(partition, 'storing dead letters', batch.heartbeat, () => deadLetters.add(offered.dead));
+      metrics.jobsEnqueued.inc({ queue: 'embed' }, jobs.length);
+      queued += jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
+      await batch.heartbeat();
+    } while (cursor !== '0');
+    logger.info({ table: truncate.table, version: truncate.version, source: truncate.source, deletes: queued }, 'table truncated: its items\' deletes are queued');
+    return true;
   }
 
   /**
