@@ -17,6 +17,8 @@ import { configFor, GenerationStore } from '../reindex/generations.js';
 import { backfillCommand } from './backfill.js';
 import { dlqCommand } from './dlq.js';
 import { recoverCommand } from './recover.js';
+import { statusCommand } from './status.js';
+import { clearPauseReason } from '../observability/pause-reason.js';
 import { runDemo } from './demo.js';
 import { exportRecords } from './export.js';
 import { formatHits, searchText } from './search.js';
@@ -106,6 +108,7 @@ program
         try {
           const wasPaused = await queue.isPaused();
           await queue.resume();
+          await clearPauseReason(redis, config.redis.prefix, EMBED_QUEUE);
           const which = registry.generations.length > 1 ? ` (generation ${generation.id}, ${generation.model})` : '';
           process.stdout.write(wasPaused ? `embed queue resumed${which}\n` : `embed queue was not paused${which}\n`);
         } finally {
@@ -159,6 +162,7 @@ program
 program.addCommand(backfillCommand(positiveInt));
 program.addCommand(reindexCommand(positiveInt));
 program.addCommand(recoverCommand());
+program.addCommand(statusCommand());
 
 program
   .command('demo')

@@ -46,6 +46,35 @@ export const MAX_ORIGINAL_BYTES = 256 * 1024;
 /** Entries read per XRANGE when a whole stream is walked (a retry or a purge by filter). */
 const PAGE = 500;
 
+/** One letter's field in the counts hash: `stage NUL code`. */
+const countField = (stage: string, code: string) => `${stage}\u0000${code}`;
+
+// KEYS[1]: the stream, KEYS[2]: the counts hash. ARGV: entry ids. Deletes the entries and takes
+// each one off its stage and code's count, in one step: the counts never drift by a removal.
+const REMOVE = `
+local removed = 0
+for _, id in ipairs(ARGV) do
+  local rows = redis.call('XRANGE', KEYS[1], id, id)
+  if rows[1] then
+    local f = rows[1][2]
+    local stage, code = '', ''
+    for i = 1, #f, 2 do
+      if f[i] == 'stage' then stage = f[i + 1] elseif f[i] == 'code' then code = f[i + 1] end
+    end
+    removed = removed + redis.call('XDEL', KEYS[1], id)
+    local field = stage .. '\\0' .. code
+    if redis.call('HINCRBY', KEYS[2], field, -1) <= 0 then redis.call('HDEL', KEYS[2], field) end
+  end
+end
+return removed`;
+
+/** How many dead letters one stage holds with one code. */
+export interface DeadLetterCount {
+  stage: DeadLetterStage;
+  code: string;
+  count: number;
+}
+
 /**
  * Dead letters live in one Redis stream per deployment, capped (approximately) at maxEntries so
  * a flood of bad input cannot exhaust Redis. Entries keep the original bytes for replay, up to
@@ -53,6 +82,13 @@ const PAGE = 500;
  */
 export class DeadLetterStore {
   readonly key: string;
+  /**
+   * Letters per stage and code, kept beside the stream (one HINCRBY per letter), because the
+   * stream cannot be counted by field without reading every entry. Letters trimmed at the cap,
+   * and letters from before the counts existed, are not in it: `indexer status` says so when
+   * the counts do not add up to the stream's length.
+   */
+  readonly countsKey: string;
 
   constructor(
     private readonly redis: Redis,
@@ -60,6 +96,7 @@ export class DeadLetterStore {
     private readonly maxEntries = 1_000_000,
   ) {
     this.key = `${prefix}:dlq`;
+    this.countsKey = `${prefix}:dlq:counts`;
   }
 
   async add(entries: DeadLetter[]): Promise<void> {
@@ -83,6 +120,7 @@ export class DeadLetterStore {
         'at', new Date().toISOString(),
         ...(cut ? ['truncated', '1', 'original_bytes', String(entry.original.length)] : []),
       );
+      pipeline.hincrby(this.countsKey, countField(entry.stage, entry.code), 1);
     }
     const results = await pipeline.exec();
     const failed = results?.find(([error]) => error);
@@ -91,6 +129,18 @@ export class DeadLetterStore {
 
   async count(): Promise<number> {
     return this.redis.xlen(this.key);
+  }
+
+  /** Letters by stage and code, most first (see countsKey). */
+  async countsByStageAndCode(): Promise<DeadLetterCount[]> {
+    const flat = await this.redis.hgetall(this.countsKey);
+    return Object.entries(flat)
+      .map(([field, n]) => {
+        const [stage = '', code = ''] = field.split('\u0000');
+        return { stage: stage as DeadLetterStage, code, count: Number(n) };
+      })
+      .filter((c) => c.count > 0)
+      .sort((a, b) => b.count - a.count || a.stage.localeCompare(b.stage) || a.code.localeCompare(b.code));
   }
 
   /** The oldest `limit` entries that match the filter. */
@@ -132,7 +182,7 @@ export class DeadLetterStore {
   /** Deletes entries by id; returns how many existed. */
   async remove(ids: string[]): Promise<number> {
     if (ids.length === 0) return 0;
-    return this.redis.xdel(this.key, ...ids);
+    return (await this.redis.eval(REMOVE, 2, this.key, this.countsKey, ...ids)) as number;
   }
 }
 

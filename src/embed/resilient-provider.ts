@@ -169,7 +169,7 @@ export function observedBreaker(name: string, settings: { failures: number; cool
         metrics?.embeddingCircuitOpened.inc({ endpoint: name });
         logger?.error(
           { endpoint: name, previous, cooldownMs: settings.cooldownMs },
-          `EMBEDDINGS CIRCUIT OPEN for ${name}: it kept failing, so nothing is sent to it for ${settings.cooldownMs} ms; then one probe request decides`,
+          `EMBEDDINGS CIRCUIT OPEN for ${name}: it kept failing, so nothing is sent to it for ${settings.cooldownMs} ms; then one probe request decides. Jobs wait in the queue meanwhile; check the endpoint (EMBEDDINGS_BASE_URL) and its status page`,
         );
       } else if (state === 'closed') {
         logger?.info({ endpoint: name, previous }, `embeddings circuit closed for ${name}: it answers again`);

@@ -26,6 +26,10 @@ export class Metrics {
   readonly deadLettered = new Counter({ name: 'indexer_dead_lettered_total', help: 'Entries added to the dead-letter store', labelNames: ['stage'] as const, registers: [this.registry] });
   readonly batchSize = new Histogram({ name: 'indexer_batch_size', help: 'Items per embeddings request or sink write', labelNames: ['stage'] as const, buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], registers: [this.registry] });
   readonly backfillRows = new Counter({ name: 'indexer_backfill_rows_total', help: 'Backfill rows by outcome: read from the source, enqueued, unchanged (the sink holds that version or newer), failed (invalid, dead-lettered), pruned (deletes queued for items the source lacks)', labelNames: ['outcome'] as const, registers: [this.registry] });
+  // Sampled by a timer in every worker process (queue-sampler.ts), not per scrape: a scrape costs no Redis or Kafka call.
+  readonly queueJobs = new Gauge({ name: 'indexer_queue_jobs', help: 'Jobs in each queue by state (waiting includes prioritized backfill jobs); queue is embed or write, embed@g<n> / write@g<n> for re-index generation n >= 2', labelNames: ['queue', 'state'] as const, registers: [this.registry] });
+  readonly queuePaused = new Gauge({ name: 'indexer_queue_paused', help: '1 while the BullMQ queue is paused (an exhausted quota or a refused key pauses embed until `indexer resume`), else 0', labelNames: ['queue'] as const, registers: [this.registry] });
+  readonly kafkaConsumerLag = new Gauge({ name: 'indexer_kafka_consumer_lag', help: "End offset minus the serving generation's consumer group's committed offset, per partition (exported by ingest-role processes)", labelNames: ['topic', 'partition'] as const, registers: [this.registry] });
   readonly eventToSinkSeconds = new Histogram({ name: 'indexer_event_to_sink_seconds', help: 'From ingest to the sink acknowledging the write', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers: [this.registry] });
 
   withDefaultMetrics(): this {

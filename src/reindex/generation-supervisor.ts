@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { startPipeline, type Pipeline, type Readiness, type Role } from '../pipeline/pipeline.js';
+import { startPipeline, type Pipeline, type PipelineSnapshot, type Readiness, type Role } from '../pipeline/pipeline.js';
 import { createRedis } from '../queue/connection.js';
 import { configFor, GenerationStore, type Generation } from './generations.js';
 
@@ -38,7 +38,7 @@ export class GenerationSupervisor {
   async start(): Promise<void> {
     await this.reconcile();
     this.timer = setInterval(() => {
-      this.reconciling = this.reconciling.then(() => this.reconcile()).catch((error: unknown) => this.options.logger.error({ err: (error as Error).message }, 'could not apply the generation registry; retrying'));
+      this.reconciling = this.reconciling.then(() => this.reconcile()).catch((error: unknown) => this.options.logger.error({ err: (error as Error).message }, 'could not apply the generation registry; retrying: if it repeats, check Redis at REDIS_URL, then `indexer reindex status`'));
     }, POLL_MS);
   }
 
@@ -52,6 +52,12 @@ export class GenerationSupervisor {
     if (!serving) return { ready: false, reasons: ['the serving generation is not running yet'], embeddings: undefined };
     const reasons = all.flatMap(({ generation, readiness }) => readiness.reasons.map((r) => (all.length > 1 ? `generation ${generation.id}${generation.id === this.serving ? '' : ' (not serving)'}: ${r}` : r)));
     return { ready: serving.readiness.ready, reasons, embeddings: all.flatMap(({ readiness }) => readiness.embeddings ?? []) };
+  }
+
+  /** Each running generation's pipeline state, for the worker heartbeat (`indexer status`). */
+  snapshot(): { serving: number; generations: (PipelineSnapshot & { generation: number; model: string })[] } {
+    const generations = [...this.pipelines.values()].map(({ generation, pipeline }) => ({ generation: generation.id, model: generation.model, ...pipeline.snapshot() }));
+    return { serving: this.serving, generations };
   }
 
   async close(): Promise<void> {

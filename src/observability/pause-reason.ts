@@ -1,0 +1,37 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * Why an operator-paused queue is paused. BullMQ records only that a queue is paused; the worker
+ * that paused it knows why (an exhausted quota, a refused key) and writes it here, so that
+ * `indexer status` can say so from any host. `indexer resume` clears it with the pause.
+ */
+export interface PauseReason {
+  /** The error code that paused it: EMBEDDINGS_QUOTA_EXHAUSTED, EMBEDDINGS_UNAUTHORIZED, ... */
+  code: string;
+  message: string;
+  /** What the operator does about it. */
+  fix: string;
+  /** ISO time of the pause. */
+  at: string;
+}
+
+export const pauseReasonKey = (prefix: string, queue: string) => `${prefix}:status:paused:${queue}`;
+
+export async function recordPauseReason(redis: Redis, prefix: string, queue: string, reason: Omit<PauseReason, 'at'>): Promise<void> {
+  await redis.set(pauseReasonKey(prefix, queue), JSON.stringify({ ...reason, at: new Date().toISOString() }));
+}
+
+export async function clearPauseReason(redis: Redis, prefix: string, queue: string): Promise<void> {
+  await redis.del(pauseReasonKey(prefix, queue));
+}
+
+export async function readPauseReason(redis: Redis, prefix: string, queue: string): Promise<PauseReason | undefined> {
+  const raw = await redis.get(pauseReasonKey(prefix, queue));
+  if (raw === null) return undefined;
+  try {
+    return JSON.parse(raw) as PauseReason;
+  } catch {
+    // Written by hand or by another version: still worth showing.
+    return { code: 'UNKNOWN', message: raw, fix: 'run `indexer resume` once the cause is fixed', at: '' };
+  }
+}
