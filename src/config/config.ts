@@ -1,5 +1,6 @@
 import { ConfigError } from '../core/errors.js';
 import { parsePrices } from '../embed/usage.js';
+import { isLoopbackHost } from '../observability/admin-guard.js';
 import { rawValue, SETTINGS, type SettingName, type SettingValues } from './settings.js';
 
 export type Distance = 'cosine' | 'dot' | 'euclid';
@@ -26,6 +27,7 @@ export interface Config {
     textTemplate: string | undefined;
     metadataField: string;
     maxBytes: number;
+    format: 'auto' | 'plain' | 'debezium';
   };
   embeddings: {
     provider: 'openai' | 'local';
@@ -70,7 +72,14 @@ export interface Config {
     writeQueueMaxBytes: number;
   };
   backfill: { pageSize: number; maxJobsInFlight: number; concurrency: number; postgresUrl: string | undefined; batchApiMaxInputs: number; batchApiPollMs: number };
-  observability: { logLevel: string; metricsPort: number | undefined };
+  observability: {
+    logLevel: string;
+    metricsPort: number | undefined;
+    /** What the metrics/admin server binds: loopback unless configured otherwise. */
+    metricsHost: string;
+    /** The bull-board queue dashboard on the admin server; `password` undefined: no login (loopback only). */
+    dashboard: { enabled: boolean; user: string; password: string | undefined };
+  };
 }
 
 export const LOCAL_MODEL = 'local-hash-v1';
@@ -163,6 +172,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sasl = { mechanism: s.KAFKA_SASL_MECHANISM, username: s.KAFKA_SASL_USERNAME, password: s.KAFKA_SASL_PASSWORD };
     }
   }
+  // The dashboard retries and removes jobs: never served beyond this machine without a login.
+  if (s.METRICS_PORT !== undefined && s.DASHBOARD_ENABLED && !s.DASHBOARD_PASSWORD && !isLoopbackHost(s.METRICS_HOST)) {
+    problems.push({ variable: 'DASHBOARD_PASSWORD', message: `required when METRICS_HOST=${s.METRICS_HOST} (not a loopback address) serves the read-write queue dashboard: set DASHBOARD_PASSWORD (or DASHBOARD_PASSWORD_FILE), or turn the dashboard off with DASHBOARD_ENABLED=false, or bind METRICS_HOST=127.0.0.1` });
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   return {
@@ -197,6 +210,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       textTemplate: s.EVENT_TEXT_TEMPLATE?.replace(/\\n/g, '\n').replace(/\\t/g, '\t'),
       metadataField: s.EVENT_METADATA_FIELD,
       maxBytes: s.EVENT_MAX_BYTES,
+      format: s.EVENT_FORMAT,
     },
     embeddings: {
       provider,
@@ -238,7 +252,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       writeQueueMaxBytes: s.WRITE_QUEUE_MAX_BYTES,
     },
     backfill: { pageSize: s.BACKFILL_PAGE_SIZE, maxJobsInFlight: s.BACKFILL_MAX_JOBS_IN_FLIGHT, concurrency: s.BACKFILL_CONCURRENCY, postgresUrl: s.POSTGRES_URL, batchApiMaxInputs: s.BATCH_API_MAX_INPUTS, batchApiPollMs: s.BATCH_API_POLL_MS },
-    observability: { logLevel: s.LOG_LEVEL, metricsPort: s.METRICS_PORT },
+    observability: {
+      logLevel: s.LOG_LEVEL,
+      metricsPort: s.METRICS_PORT,
+      metricsHost: s.METRICS_HOST,
+      dashboard: { enabled: s.DASHBOARD_ENABLED, user: s.DASHBOARD_USER, password: s.DASHBOARD_PASSWORD },
+    },
   };
 }
 

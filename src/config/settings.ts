@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -48,6 +49,13 @@ const optionalList = z
   .transform((v) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 const name = z.string().trim().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-" only');
 
+/** An address to listen on: an IP (brackets around IPv6 dropped) or a host name. */
+const listenHost = z
+  .string()
+  .trim()
+  .transform((v) => v.replace(/^\[(.*)\]$/, '$1'))
+  .refine((v) => isIP(v) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(v), 'expected an IP address (127.0.0.1, 0.0.0.0, ::) or a host name');
+
 function setting<T>(group: string, schema: z.ZodType<T>, defaultValue: string | undefined, doc: string, secret = false): Setting<T> {
   return { group, schema, default: defaultValue, doc, secret };
 }
@@ -86,6 +94,7 @@ export const SETTINGS = {
   EVENT_TEXT_TEMPLATE: setting('events', optionalString, undefined, 'Builds the text from fields instead, e.g. "{fields.title}\\n{fields.description}". A missing field renders as empty.'),
   EVENT_METADATA_FIELD: setting('events', z.string().min(1), 'metadata', 'Field holding the metadata stored as payload beside the vector.'),
   EVENT_MAX_BYTES: setting('events', int(64), '1048576', 'Larger events go to the dead-letter store.'),
+  EVENT_FORMAT: setting('events', z.enum(['auto', 'plain', 'debezium']), 'auto', 'How Kafka values are read: "plain" change events; "debezium" envelopes (before/after/op/source, schema-wrapped or not: the row of `after`, or of `before` for a delete, is the event, ordered by source.lsn, else source.ts_ms; null-value tombstones are skipped; a truncate deletes the table\'s items); "auto" tells them apart by shape (an `op` of c/u/d/r/t with `source.connector`). Keys may be the plain id or a struct such as {"id":123}, schema-wrapped or not, except with "plain".'),
 
   // Embeddings
   EMBEDDINGS_PROVIDER: setting('embeddings', z.enum(['auto', 'openai', 'local']), 'auto', '"openai" (any OpenAI-compatible /v1/embeddings), "local" (offline hashing embedder, lexical only), or "auto": openai when EMBEDDINGS_BASE_URL or EMBEDDINGS_API_KEY is set, else local.'),
@@ -142,7 +151,11 @@ export const SETTINGS = {
 
   // Observability
   LOG_LEVEL: setting('observability', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'pino log level.'),
-  METRICS_PORT: setting('observability', int(0, 65535).optional(), undefined, 'Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz (503 with the reasons while the process cannot do its work: Redis away, the sink unreachable, ingest holding a batch it cannot commit yet or stopped for good, every embeddings circuit open) on this port (unset: off).'),
+  METRICS_PORT: setting('observability', int(0, 65535).optional(), undefined, 'Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz (503 with the reasons while the process cannot do its work: Redis away, the sink unreachable, ingest holding a batch it cannot commit yet or stopped for good, every embeddings circuit open), and the queue dashboard at /queues (DASHBOARD_ENABLED), on this port of METRICS_HOST (unset: off).'),
+  METRICS_HOST: setting('observability', listenHost, '127.0.0.1', 'Address the metrics/admin server (METRICS_PORT) binds: 127.0.0.1 keeps it, and the queue dashboard, on this machine; 0.0.0.0 (or ::) serves every interface, as Kubernetes needs for probes and scraping, and then the dashboard needs DASHBOARD_PASSWORD or DASHBOARD_ENABLED=false.'),
+  DASHBOARD_ENABLED: setting('observability', bool, 'true', 'Serve the bull-board queue dashboard at /queues on the metrics/admin server (only when METRICS_PORT is set). It is read-write: it retries, removes and promotes jobs, and empties and pauses queues.'),
+  DASHBOARD_USER: setting('observability', z.string().trim().regex(/^[^:\s]+$/, 'use no spaces and no ":"'), 'indexer', 'User name of the dashboard\'s Basic auth (asked only when DASHBOARD_PASSWORD is set).'),
+  DASHBOARD_PASSWORD: setting('observability', optionalString, undefined, 'Password of the dashboard (or DASHBOARD_PASSWORD_FILE): Basic auth as DASHBOARD_USER, or "Authorization: Bearer <password>" for scripts. Required when METRICS_HOST is not a loopback address; on loopback, unset means no login. /metrics, /healthz and /readyz never ask for it.', true),
 } satisfies Record<string, Setting<unknown>>;
 
 export type SettingName = keyof typeof SETTINGS;

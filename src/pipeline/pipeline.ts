@@ -9,11 +9,13 @@ import { Tokenizer } from '../embed/tokenizer.js';
 import { UsageStore } from '../embed/usage.js';
 import type { EmbeddingProvider, EndpointHealth } from '../embed/provider.js';
 import { IngestConsumer } from '../ingest/ingest-consumer.js';
+import { TableTruncates } from '../ingest/table-truncates.js';
 import { createKafka } from '../ingest/kafka.js';
 import { checkRedisAtStart, CommitGate } from '../queue/redis-durability.js';
 import { committedOffsets, epochKey, openEpoch } from '../state/epoch.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
+import { recordPauseReason } from '../observability/pause-reason.js';
 import { createRedis } from '../queue/connection.js';
 import { atBatchJobBoundary, type BatchJobDeps } from '../queue/job-boundary.js';
 import { defaultJobOptions, EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
@@ -56,8 +58,20 @@ export interface Pipeline {
   readonly sink: VectorSink | undefined;
   /** Whether this process can do its work now: false while every embeddings circuit is open. */
   readiness(): Readiness;
+  /** What `indexer status` shows of this process (published by its heartbeat): no I/O. */
+  snapshot(): PipelineSnapshot;
   /** Stops taking work, finishes what is in hand, releases everything. Idempotent. */
   close(): Promise<void>;
+}
+
+/** The state of one pipeline's roles in this process, as the operator sees it. */
+export interface PipelineSnapshot {
+  /** The embed role's endpoints (circuit, limits in force); null without the embed role. */
+  embeddings: EndpointHealth[] | null;
+  /** The write role's sink; null without the write role. */
+  sink: { available: boolean; reason?: string } | null;
+  /** The ingest role; null without it. */
+  ingest: { pausedByHighWater: boolean; held: string[] } | null;
 }
 
 export interface Readiness {
@@ -67,6 +81,9 @@ export interface Readiness {
   embeddings: EndpointHealth[] | undefined;
 }
 
+/** BullMQ reports its Redis connection problems through 'error'; it reconnects on its own. */
+const WORKER_ERROR_ACTION = 'queue worker error: BullMQ reconnects and retries on its own; if it repeats, check that Redis at REDIS_URL is reachable and has memory';
+
 /**
  * Builds the roles this process runs. Each role can run alone (scale each on its own) or all
  * together; they only meet through Kafka, the two queues and the sink.
@@ -75,7 +92,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
   const { logger } = options;
   const metrics = options.metrics ?? new Metrics();
   const releasers = new Releasers();
-  const onCloseError = (name: string, error: unknown) => logger.error({ resource: name, err: (error as Error).message }, 'error while closing');
+  const onCloseError = (name: string, error: unknown) => logger.error({ resource: name, err: (error as Error).message }, 'error while closing: nothing is lost (unfinished jobs are taken over after JOB_LOCK_MS); if it repeats, check the resource the error names');
   try {
     const redis = createRedis(config.redis.url, `indexer-${options.roles.join('+')}`);
     releasers.add('redis', () => redis.quit());
@@ -114,7 +131,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         (job, token) => atBatchJobBoundary(job, token, deps, { stage: 'write', items: job.data.writes, withItems: (writes) => ({ writes }), work: (writes) => stage.process(writes) }),
         { connection: redis, prefix, concurrency: config.workers.writeConcurrency, ...lockOptions },
       );
-      worker.on('error', (error) => logger.error({ role: 'write', err: error.message }, 'write worker error'));
+      worker.on('error', (error) => logger.error({ role: 'write', err: error.message }, WORKER_ERROR_ACTION));
       releasers.add('write worker', async () => {
         await worker.close();
         await stage.drain();
@@ -138,8 +155,10 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         batchSize: config.embeddings.batchSize,
         maxBatchTokens: config.embeddings.maxBatchTokens,
         pauseForOperator: async (error) => {
-          await embedQueue.pause();
           const fix = error.code === 'EMBEDDINGS_UNAUTHORIZED' ? 'Fix EMBEDDINGS_API_KEY and restart the workers' : 'Add credit or raise the limit';
+          // The reason first: a status read between the two never shows a pause without its cause.
+          await recordPauseReason(redis, prefix, EMBED_QUEUE, { code: error.code, message: error.message, fix: `${fix}, then run \`indexer resume\`` });
+          await embedQueue.pause();
           logger.error(
             { role: 'embed', code: error.code, err: error.message },
             `EMBEDDINGS STOPPED (${error.code}): the embed queue is paused for every worker; jobs wait in it. ${fix}, then run \`indexer resume\``,
@@ -160,7 +179,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
           ...lockOptions,
         },
       );
-      worker.on('error', (error) => logger.error({ role: 'embed', err: error.message }, 'embed worker error'));
+      worker.on('error', (error) => logger.error({ role: 'embed', err: error.message }, WORKER_ERROR_ACTION));
       releasers.add('embed worker', async () => {
         await worker.close();
         await stage.drain();
@@ -197,8 +216,8 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         // A backfill that keeps dying (its process killed again and again) fails; its checkpoint stays in the job.
         maxStalledCount: config.redis.jobStallLimit,
       });
-      worker.on('error', (error) => logger.error({ role: 'backfill', err: error.message }, 'backfill worker error'));
-      worker.on('failed', (job, error) => logger.error({ role: 'backfill', backfill: job?.id, err: error.message, attempt: job?.attemptsMade }, 'backfill attempt failed'));
+      worker.on('error', (error) => logger.error({ role: 'backfill', err: error.message }, WORKER_ERROR_ACTION));
+      worker.on('failed', (job, error) => logger.error({ role: 'backfill', backfill: job?.id, err: error.message, attempt: job?.attemptsMade }, 'backfill attempt failed: it resumes from its checkpoint on the next attempt; fix what the error names (the source reachable, POSTGRES_URL), then `indexer backfill status`'));
       releasers.add('backfill worker', async () => {
         // A backfill runs for hours: it stops at its next page and goes back to the queue.
         stopping.abort();
@@ -216,7 +235,8 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       gateRedis.on('error', () => undefined);
       releasers.add('commit gate redis', () => gateRedis.quit());
       const gate = new CommitGate(gateRedis, { key: epochKey(prefix), value: epoch }, durability, config.redis.durabilityTimeoutMs);
-      const consumer = new IngestConsumer({ kafka, config, embedQueue, writeQueue, jobOptions, state, deadLetters, gate, onFatal: options.onFatal, logger: logger.child({ role: 'ingest' }), metrics });
+      const truncates = new TableTruncates(redis, prefix);
+      const consumer = new IngestConsumer({ kafka, config, embedQueue, writeQueue, jobOptions, state, deadLetters, gate, truncates, onFatal: options.onFatal, logger: logger.child({ role: 'ingest' }), metrics });
       ingest = consumer;
       releasers.add('ingest', () => consumer.close());
       await consumer.start();
@@ -232,6 +252,11 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       writeQueue,
       sink,
       readiness: () => readinessOf(embedProvider, writeStage, ingest, redis),
+      snapshot: () => ({
+        embeddings: embedProvider ? (embedProvider.health?.() ?? []) : null,
+        sink: writeStage ? (({ sinkAvailable, reason }) => ({ available: sinkAvailable, reason }))(writeStage.health()) : null,
+        ingest: ingest ? { pausedByHighWater: ingest.pausedByHighWater, held: ingest.health() } : null,
+      }),
       close: () => {
         shutdown.abort();
         return releasers.close(onCloseError);

@@ -1,8 +1,10 @@
-import { createServer, type Server } from 'node:http';
 import { describeConfig, loadConfig, type Config } from '../config/config.js';
 import { ConfigError } from '../core/errors.js';
+import { AdminServer } from '../observability/admin-server.js';
+import { createDashboard } from '../observability/dashboard.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
+import { startStatusPublishers } from '../observability/process-status.js';
 import { GenerationSupervisor } from '../reindex/generation-supervisor.js';
 import type { Readiness, Role } from './pipeline.js';
 
@@ -46,7 +48,7 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
     stopForFatal?.();
   };
   const current = () => (fatal ? notReadyAfter(fatal) : draining ? undefined : pipeline);
-  const metricsServer = config.observability.metricsPort === undefined ? undefined : serveMetrics(metrics, current, config.observability.metricsPort, logger);
+  const metricsServer = await serveAdmin(config, metrics, current, logger);
 
   try {
     // One pipeline per generation: one normally, two while a re-index fills the next model's.
@@ -54,12 +56,14 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
     await supervisor.start();
     pipeline = supervisor;
   } catch (error) {
-    logger.fatal({ err: (error as Error).message, code: (error as { code?: string }).code }, 'could not start');
-    metricsServer?.close();
+    logger.fatal({ err: (error as Error).message, code: (error as { code?: string }).code }, 'could not start: fix what the error names (a setting, Redis, Kafka or the sink unreachable), then start it again');
+    await metricsServer?.close();
     process.exit(1);
   }
   logger.info({ roles }, 'running');
   const running = pipeline;
+  // Published until the drain is over: a draining worker still holds jobs.
+  const publishers = startStatusPublishers({ config, roles, metrics, supervisor: running, logger });
 
   let signals = 0;
   const shutdown = (signal: string, exitCode = 0) => {
@@ -77,14 +81,15 @@ export async function runWorkerProcess(roles: readonly Role[], env: NodeJS.Proce
     }, graceMs).unref();
     void running
       .close()
-      .then(() => {
-        metricsServer?.close();
+      .then(() => publishers.close())
+      .then(async () => {
+        await metricsServer?.close();
         logger.info({ exitCode }, 'stopped');
         logger.flush();
         process.exit(exitCode);
       })
       .catch((error: unknown) => {
-        logger.error({ err: (error as Error).message }, 'error while stopping');
+        logger.error({ err: (error as Error).message }, 'error while stopping: exiting 1; jobs still held are taken over by other workers after JOB_LOCK_MS');
         process.exit(1);
       });
   };
@@ -100,29 +105,24 @@ function notReadyAfter(fatal: Error): { readiness(): Readiness } {
 }
 
 /**
- * /metrics for Prometheus, /healthz (the process answers) and /readyz (it can do its work: 503
- * with the reasons as JSON while starting or stopping, after a fatal error until the exit, while
- * Redis is away, while ingest holds a batch it cannot commit yet, or while every embeddings
- * circuit is open).
+ * The admin server (metrics, probes, the queue dashboard) when METRICS_PORT is set. A port that
+ * cannot be had stops the process before it takes any work: probes would fail it anyway.
  */
-function serveMetrics(metrics: Metrics, pipeline: () => { readiness(): Readiness } | undefined, port: number, logger: Logger): Server {
-  const server = createServer((req, res) => {
-    const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-    if (req.url === '/metrics') {
-      void metrics.registry.metrics().then((body) => {
-        res.writeHead(200, { 'content-type': metrics.registry.contentType });
-        res.end(body);
-      });
-      return;
-    }
-    if (req.url === '/healthz') return json(200, { status: 'ok' });
-    if (req.url === '/readyz') {
-      const current = pipeline();
-      const readiness = current ? current.readiness() : { ready: false, reasons: ['not running: starting or draining'], embeddings: undefined };
-      return json(readiness.ready ? 200 : 503, readiness);
-    }
-    res.writeHead(404).end();
-  });
-  server.listen(port, () => logger.info({ port }, 'metrics on /metrics, health on /healthz and /readyz'));
-  return server;
+async function serveAdmin(config: Config, metrics: Metrics, pipeline: () => { readiness(): Readiness } | undefined, logger: Logger): Promise<AdminServer | undefined> {
+  const { metricsPort, metricsHost, dashboard } = config.observability;
+  if (metricsPort === undefined) return undefined;
+  try {
+    return await AdminServer.start({
+      host: metricsHost,
+      port: metricsPort,
+      metrics,
+      pipeline,
+      dashboard: dashboard.enabled ? { board: createDashboard(config, logger.child({ component: 'dashboard' })), credentials: dashboard.password === undefined ? undefined : { user: dashboard.user, password: dashboard.password } } : undefined,
+      logger,
+    });
+  } catch (error) {
+    logger.fatal({ err: (error as Error).message }, 'could not start');
+    logger.flush();
+    process.exit(1);
+  }
 }
