@@ -4,8 +4,10 @@ import type { Config } from '../config/config.js';
 import { isAfter } from '../core/change-order.js';
 import { BackfillError, errorMessage, InvalidEventError, isRetryable } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
-import { coalescingKey, parseChangeEvent, parseChangeRecord, type ChangeEvent } from '../ingest/change-event.js';
+import { coalescingKey, parseChangeRecord, readChangeMessage, type ChangeMessage, type VersionSource } from '../ingest/change-event.js';
+import type { TableName } from '../ingest/debezium.js';
 import { chunkChanges, offerChanges, type SizedChange } from '../ingest/ingest-consumer.js';
+import type { TableTruncates } from '../ingest/table-truncates.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
@@ -30,6 +32,8 @@ export interface BackfillRunnerOptions {
   /** Where Batch API results go (write jobs), and their vectors are announced. */
   writeQueue: Queue<WriteJobData>;
   inflight: InflightVectors;
+  /** Debezium tables' items and truncates, under the same prefix as the pipeline's (its generation's) ingest. */
+  truncates: TableTruncates;
   /** The Batch API path, when the embeddings provider offers it (undefined: jobs asking for it fail). */
   batchApi: BatchApiEmbedder | undefined;
   logger: Logger;
@@ -43,12 +47,25 @@ const CANCEL_POLL_MS = 1_000;
 /** How often a backfill at its bound of jobs in flight looks again. */
 const ROOM_POLL_MS = 50;
 const PRUNE_PAGE = 512;
+/** Item ids per page of a truncated table's members. */
+const TRUNCATE_PAGE = 500;
 
 interface PageCounts {
   read: number;
   enqueued: number;
   unchanged: number;
   failed: number;
+  /** Debezium tombstones and truncate records: no change of an item by themselves (in progress: unchanged). */
+  skipped: number;
+}
+
+/** A Debezium TRUNCATE read in a page: every item of `table` is deleted at `version`. */
+interface TableTruncate {
+  table: TableName;
+  version: number;
+  versionSource: VersionSource;
+  /** `backfill:<id>/<position>`, as the deletes' source. */
+  source: string;
 }
 
 interface EmbedJobSpec {
@@ -65,7 +82,7 @@ interface Round {
   fraction: number | undefined;
 }
 
-const emptyRound = (): Round => ({ changes: [], counts: { read: 0, enqueued: 0, unchanged: 0, failed: 0 }, until: undefined, fraction: undefined });
+const emptyRound = (): Round => ({ changes: [], counts: { read: 0, enqueued: 0, unchanged: 0, failed: 0, skipped: 0 }, until: undefined, fraction: undefined });
 
 /** The checkpoint after rows whose counts are `counts`, ending at `cursor`: what `job.updateProgress` saves. */
 function checkpoint(progress: BackfillProgress, counts: PageCounts, cursor: string, fraction: number | undefined): Pick<BackfillProgress, 'cursor' | 'read' | 'enqueued' | 'unchanged' | 'failed' | 'total'> {
@@ -74,14 +91,15 @@ function checkpoint(progress: BackfillProgress, counts: PageCounts, cursor: stri
     cursor,
     read,
     enqueued: progress.enqueued + counts.enqueued,
-    unchanged: progress.unchanged + counts.unchanged,
+    // The job's progress keeps four counts: a skipped record had nothing to do, as an unchanged row.
+    unchanged: progress.unchanged + counts.unchanged + counts.skipped,
     failed: progress.failed + counts.failed,
     total: fraction ? Math.max(read, Math.round(read / fraction)) : progress.total,
   };
 }
 
 function addCounts(a: PageCounts, b: PageCounts): PageCounts {
-  return { read: a.read + b.read, enqueued: a.enqueued + b.enqueued, unchanged: a.unchanged + b.unchanged, failed: a.failed + b.failed };
+  return { read: a.read + b.read, enqueued: a.enqueued + b.enqueued, unchanged: a.unchanged + b.unchanged, failed: a.failed + b.failed, skipped: a.skipped + b.skipped };
 }
 
 /**
@@ -157,8 +175,12 @@ export class BackfillRunner {
         for await (const page of source.pages(progress.cursor, spec.pageSize ?? config.backfill.pageSize, interrupt.signal)) {
           // The cancel poll (and a shutdown) abort the signal: no Redis read per page for it.
           if (interrupt.signal.aborted) await this.throwIfCancelled(id);
-          const { jobs, counts } = await this.observePage(id, page.records, spec.prune);
-          for (const outcome of ['read', 'enqueued', 'unchanged', 'failed'] as const) metrics.backfillRows.inc({ outcome }, counts[outcome]);
+          const { jobs, counts, truncates } = await this.observePage(id, page.records, spec.prune);
+          if (!spec.batchApi) await this.enqueueEmbedJobs(id, jobs);
+          // Before the checkpoint: a restart re-reads the page, truncate included. With the Batch
+          // API too, at once: a truncate's deletes buy no embeddings.
+          for (const truncate of truncates) counts.failed += await this.queueTruncateDeletes(id, truncate, logger);
+          for (const outcome of ['read', 'enqueued', 'unchanged', 'failed', 'skipped'] as const) metrics.backfillRows.inc({ outcome }, counts[outcome]);
           const fraction = page.fraction;
           if (spec.batchApi) {
             round.changes.push(...jobs.flatMap((j) => j.data.changes));
@@ -169,7 +191,6 @@ export class BackfillRunner {
             if (pendingReached || (progress.batch === undefined && round.changes.length >= config.backfill.batchApiMaxInputs)) await closeRound();
             continue;
           }
-          await this.enqueueEmbedJobs(id, jobs);
           await save(checkpoint(progress, counts, page.cursor, fraction));
           if (Date.now() - lastLog > 10_000) {
             lastLog = Date.now();
@@ -207,29 +228,44 @@ export class BackfillRunner {
    * One page of records into embed jobs: validated with the event mapping (an invalid record is
    * dead-lettered alone), coalesced per item (and version source), and offered to the item state,
    * which drops what the sink holds already and refuses a row ordered by another version source
-   * than its item's (dead-lettered alone too); every item is marked for the prune. The jobs are
-   * returned, not yet queued.
+   * than its item's (dead-lettered alone too); every item is marked for the prune. Read as live
+   * ingest reads a Kafka batch: Debezium tombstones are skipped, and a truncate's mark turns the
+   * page's older rows of its table into deletes; the truncates are returned for their deletes to
+   * be queued after the page's jobs. The jobs are returned, not yet queued.
    */
-  private async observePage(backfillId: string, records: SourceRecord[], prune: boolean): Promise<{ jobs: EmbedJobSpec[]; counts: PageCounts }> {
+  private async observePage(backfillId: string, records: SourceRecord[], prune: boolean): Promise<{ jobs: EmbedJobSpec[]; counts: PageCounts; truncates: TableTruncate[] }> {
     const { deadLetters, state } = this.options;
     const acceptedAt = Date.now();
     const newest = new Map<string, SizedChange>();
     const dead: DeadLetter[] = [];
+    const truncates: TableTruncate[] = [];
+    let skipped = 0;
     for (const record of records) {
       const source = `backfill:${backfillId}/${record.position}`;
       try {
-        const event = this.parse(record);
+        const read = this.parse(record);
+        if (read.kind === 'tombstone') {
+          skipped++;
+          continue;
+        }
+        if (read.kind === 'truncate') {
+          skipped++;
+          truncates.push({ table: read.table, version: read.version, versionSource: read.versionSource, source });
+          continue;
+        }
+        const { event, table } = read;
         const change: QueuedChange = { ...event, source, acceptedAt, backfill: backfillId };
         // Sized as queued; this also refuses a record that cannot be serialized, alone.
         const bytes = Buffer.byteLength(JSON.stringify(change));
         const held = newest.get(coalescingKey(event));
-        if (held === undefined || !isAfter(held.change, change)) newest.set(coalescingKey(event), { change, bytes, original: () => originalOf(record) });
+        if (held === undefined || !isAfter(held.change, change)) newest.set(coalescingKey(event), { change, bytes, table, original: () => originalOf(record) });
       } catch (error) {
         const { value: original, key } = originalOf(record);
         dead.push({ stage: 'backfill', code: (error as { code?: string }).code ?? 'EVENT_INVALID', reason: errorMessage(error), itemId: error instanceof InvalidEventError ? error.itemId : undefined, original, key, source });
       }
     }
 
+    if (truncates.length > 0 || [...newest.values()].some((sized) => sized.table !== undefined)) await this.applyTruncateMarks(newest, truncates);
     // A pruning pass records every item its source has, whatever becomes of the row.
     if (prune) await this.options.store.markSeen(backfillId, [...new Set([...newest.values()].map((sized) => sized.change.itemId))]);
     const offered = await offerChanges(state, this.queuedJobKeys, [...newest.values()], this.jobLimits(), { stage: 'backfill', mapping: this.options.config.events });
@@ -239,7 +275,62 @@ export class BackfillRunner {
     await deadLetters.add(dead);
     if (dead.length > 0) this.options.logger.warn({ backfill: backfillId, count: dead.length, first: dead[0]?.reason }, 'invalid backfill records sent to the dead-letter store');
     const enqueued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
-    return { jobs, counts: { read: records.length, enqueued, unchanged: records.length - dead.length - enqueued, failed: dead.length } };
+    return { jobs, counts: { read: records.length, enqueued, unchanged: records.length - dead.length - enqueued - skipped, failed: dead.length, skipped }, truncates };
+  }
+
+  /**
+   * As live ingest does (see TableTruncates, whose order this keeps: members added before the
+   * marks are read): records the page's Debezium rows as items of their tables and its truncates
+   * as the tables' marks, then turns each change older than its table's newest truncate into a
+   * delete at the truncate's version. The keys are the pipeline's prefix, so a re-index's replay
+   * and its generation's live ingest see each other's rows and truncates.
+   */
+  private async applyTruncateMarks(newest: Map<string, SizedChange>, truncates: TableTruncate[]): Promise<void> {
+    const members = new Map<TableName, string[]>();
+    for (const { change, table } of newest.values()) {
+      if (table === undefined) continue;
+      const ids = members.get(table) ?? [];
+      ids.push(change.itemId);
+      members.set(table, ids);
+    }
+    const marks = await this.options.truncates.record(members, truncates);
+    if (marks.size === 0) return;
+    for (const sized of newest.values()) {
+      const mark = sized.table === undefined ? undefined : marks.get(sized.table);
+      if (mark === undefined || mark.versionSource !== sized.change.versionSource || sized.change.version >= mark.version) continue;
+      sized.change = { ...sized.change, op: 'delete', version: mark.version, text: undefined, metadata: {} };
+    }
+  }
+
+  /**
+   * Queues the delete of every item the truncated table has had, at the truncate's version, page
+   * by page within the backfill's bound of jobs in flight: the item state drops the deletes of
+   * items changed after the truncate. Counted among the backfill's jobs, so the pass completes
+   * only once they are written. Returns how many deletes the item state refused (dead-lettered).
+   */
+  private async queueTruncateDeletes(backfillId: string, truncate: TableTruncate, logger: Logger): Promise<number> {
+    const { config, deadLetters, state, truncates, metrics } = this.options;
+    let cursor = '0';
+    let queued = 0;
+    let refused = 0;
+    do {
+      const page = await truncates.members(truncate.table, cursor, TRUNCATE_PAGE);
+      cursor = page.cursor;
+      const acceptedAt = Date.now();
+      const deletes: SizedChange[] = page.ids.map((itemId) => ({
+        change: { itemId, op: 'delete', version: truncate.version, versionSource: truncate.versionSource, updatedAt: undefined, text: undefined, metadata: {}, source: truncate.source, acceptedAt, backfill: backfillId },
+        bytes: 0,
+      }));
+      const offered = await offerChanges(state, this.queuedJobKeys, deletes, this.jobLimits(), { stage: 'backfill', mapping: config.events });
+      await this.enqueueEmbedJobs(backfillId, offered.jobs.map(({ jobId, changes }) => this.jobSpec(`truncate:${truncate.table}`, jobId, changes)));
+      await deadLetters.add(offered.dead);
+      refused += offered.dead.length;
+      queued += offered.jobs.reduce((sum, job) => sum + job.changes.length, 0);
+      await this.waitForJobsInFlight(backfillId, config.backfill.maxJobsInFlight);
+    } while (cursor !== '0');
+    metrics.backfillRows.inc({ outcome: 'truncated' }, queued);
+    logger.info({ table: truncate.table, version: truncate.version, source: truncate.source, deletes: queued }, 'table truncated: its items\' deletes are queued');
+    return refused;
   }
 
   private jobLimits(): { maxItems: number; maxBytes: number } {
@@ -297,15 +388,16 @@ export class BackfillRunner {
     this.options.metrics.jobsEnqueued.inc({ queue: 'write' }, Math.ceil(writes.length / per));
   }
 
-  private parse(record: SourceRecord): ChangeEvent {
+  /** A record as ingest reads a Kafka message (a file's line may be a Debezium envelope too); a row is always a change. */
+  private parse(record: SourceRecord): ChangeMessage {
     const mapping = this.options.config.events;
     if (record.kind === 'row') {
       // The same size limit as an event: a row is refused alone, not queued whatever its size.
       const bytes = Buffer.byteLength(JSON.stringify(record.row));
       if (bytes > mapping.maxBytes) throw new InvalidEventError(`the row is ${bytes} bytes as JSON, over EVENT_MAX_BYTES=${mapping.maxBytes}`, 'value');
-      return parseChangeRecord(record.row, null, undefined, mapping);
+      return { kind: 'change', event: parseChangeRecord(record.row, null, undefined, mapping), table: undefined };
     }
-    return parseChangeEvent({ key: record.key, value: record.value, timestampMs: record.timestampMs }, mapping);
+    return readChangeMessage({ key: record.key, value: record.value, timestampMs: record.timestampMs }, mapping);
   }
 
   /**
