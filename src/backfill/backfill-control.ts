@@ -37,8 +37,10 @@ export class BackfillControl {
     redis: Redis,
     prefix: string,
     private readonly retry: { attempts: number; backoffMs: number },
+    /** Only reads (status): a plain Queue writes its meta key on open. */
+    readOnly = false,
   ) {
-    this.queue = new Queue(BACKFILL_QUEUE, { connection: redis, prefix });
+    this.queue = new Queue(BACKFILL_QUEUE, { connection: redis, prefix, skipMetasUpdate: readOnly });
     this.store = new BackfillStore(redis, prefix);
   }
 

@@ -29,7 +29,8 @@ export type ErrorCode =
   | 'REDIS_MISCONFIGURED'
   | 'REDIS_NOT_DURABLE'
   | 'REDIS_DATA_LOST'
-  | 'INGEST_FAILED';
+  | 'INGEST_FAILED'
+  | 'KAFKA_TOPIC_MISSING';
 
 export interface IndexerErrorOptions {
   canRetry: boolean;

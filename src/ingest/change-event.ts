@@ -1,6 +1,6 @@
 import { InvalidEventError } from '../core/errors.js';
 import type { Config } from '../config/config.js';
-import { isDebeziumEnvelope, readEnvelope, structKeyId, unwrapSchema, type TableName } from './debezium.js';
+import { isEnvelopeWithoutSource, isDebeziumEnvelope, readEnvelope, structKeyId, unwrapSchema, type TableName } from './debezium.js';
 
 export type Operation = 'upsert' | 'delete';
 
@@ -272,7 +272,7 @@ export function readChangeMessage(message: RawMessage, mapping: EventMapping): C
   if (message.value === null) {
     if (isSkippedTombstone(message.key, mapping)) return { kind: 'tombstone' };
     throw new InvalidEventError(
-      'the message has no value (a Kafka tombstone): send {"op":"delete", ...} to delete an item (Debezium\'s tombstones, keyed by a struct, are skipped unless EVENT_FORMAT=plain)',
+      'the message has no value (a Kafka tombstone): send {"op":"delete", ...} to delete an item. Debezium\'s tombstones are skipped when keyed by a struct; with a plain key (a string key converter, an ExtractField transform) set EVENT_FORMAT=debezium to skip them',
       'value',
     );
   }
@@ -290,6 +290,9 @@ export function readChangeMessage(message: RawMessage, mapping: EventMapping): C
   const unwrapped = unwrapSchema(body);
   if (unwrapped === null && body !== null) return { kind: 'tombstone' };
   if (isDebeziumEnvelope(unwrapped)) return readDebeziumChange(unwrapped, message.key, mapping);
+  if (isEnvelopeWithoutSource(unwrapped)) {
+    throw new InvalidEventError('the value looks like a Debezium envelope (op and before/after) but has no "source" naming its "connector": keep Debezium\'s source block (a transform may have dropped it); the indexer reads the table and the version from it', 'source');
+  }
   if (mapping.format === 'debezium') {
     throw new InvalidEventError('the value is not a Debezium envelope (an object with "op" c, u, d, r or t and a "source" naming its "connector"): set EVENT_FORMAT=auto or plain for other events', 'value');
   }

@@ -44,6 +44,14 @@ export function unwrapSchema(value: unknown): unknown {
 }
 
 /** A Debezium envelope by its shape: an `op` of Debezium's and a `source` naming its connector. */
+/**
+ * An object with Debezium's `op` and a `before` or `after` but no `source.connector`: an envelope
+ * cut short (a transform that dropped `source`), not a plain event with an odd op.
+ */
+export function isEnvelopeWithoutSource(value: unknown): boolean {
+  return isObject(value) && typeof value.op === 'string' && OPERATIONS.has(value.op) && ('after' in value || 'before' in value) && !isDebeziumEnvelope(value);
+}
+
 export function isDebeziumEnvelope(value: unknown): value is Json {
   return isObject(value) && typeof value.op === 'string' && OPERATIONS.has(value.op) && isObject(value.source) && typeof value.source.connector === 'string';
 }
@@ -113,8 +121,8 @@ export function readEnvelope(envelope: Json): EnvelopeChange {
 
 /**
  * The item id in a struct key (Debezium keys a row by its primary key: `{"id": 123}`, or
- * schema-wrapped): the field `idField` when the key has it, else the key's one field. Undefined
- * when the key is not a JSON object at all (a plain id).
+ * schema-wrapped): its one field. A composite key is refused (see below). Undefined when the key
+ * is not a JSON object at all (a plain id).
  */
 export function structKeyId(keyText: string, idField: string): string | undefined {
   if (!keyText.startsWith('{')) return undefined;
@@ -127,13 +135,17 @@ export function structKeyId(keyText: string, idField: string): string | undefine
   const struct = unwrapSchema(parsed);
   if (!isObject(struct)) return undefined;
   const fields = Object.keys(struct);
-  const raw = idField in struct ? struct[idField] : fields.length === 1 ? struct[fields[0] as string] : undefined;
-  if (raw === undefined) {
+  if (fields.length > 1) {
+    // A composite primary key: its fields together name the row. Taking one of them would make
+    // {tenant 1, id 5} and {tenant 2, id 5} one item, each overwriting and deleting the other.
     throw new InvalidEventError(
-      `the message key ${keyText.length > 200 ? `${keyText.slice(0, 200)}...` : keyText} is a struct of ${fields.length} fields (${fields.join(', ')}) without "${idField}": set EVENT_ID_FIELD to the key field that identifies the item`,
+      `the message key ${keyText.length > 200 ? `${keyText.slice(0, 200)}...` : keyText} is a composite key (${fields.join(', ')}): the indexer needs one field that names the item. Key the topic by a unique column (Debezium's message.key.columns=<schema>.<table>:<column>) and set EVENT_ID_FIELD to it`,
       'key',
     );
   }
+  if (fields.length === 0) throw new InvalidEventError('the message key is an empty struct: Debezium keys a row by its primary key; give the table one', 'key');
+  // The key's one field, whatever its name: the row is checked against EVENT_ID_FIELD after.
+  const raw = struct[fields[0] as string];
   if (typeof raw === 'string') return raw;
   if (typeof raw === 'number' && Number.isSafeInteger(raw)) return String(raw);
   throw new InvalidEventError(`the message key's field "${idField}" must be a string or an integer, got ${JSON.stringify(raw)}`, 'key');

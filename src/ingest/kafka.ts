@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel, type Admin, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { Config } from '../config/config.js';
+import { IndexerError } from '../core/errors.js';
 import type { Logger } from '../observability/logger.js';
 
 type Level = 'error' | 'warn' | 'info' | 'debug';
@@ -99,6 +100,22 @@ export function isRetriableKafkaError(error: unknown): boolean {
     if (e.retriable === true) return true;
   }
   return false;
+}
+
+/**
+ * Stops a start on a topic that does not exist, naming it: otherwise every group call answers
+ * "This server does not host this topic-partition", which kafkajs marks retriable, and the start
+ * fails only after its retries, with a message that names no topic.
+ */
+export async function ensureTopicsExist(kafka: Kafka, topics: readonly string[]): Promise<void> {
+  const existing = new Set(await withAdmin(kafka, (admin) => admin.listTopics()));
+  const missing = topics.filter((topic) => !existing.has(topic));
+  if (missing.length === 0) return;
+  throw new IndexerError(
+    'KAFKA_TOPIC_MISSING',
+    `Kafka topic ${missing.join(', ')} does not exist on the brokers: fix KAFKA_TOPICS (or KAFKA_BROKERS), or create it (indexer produce --create-topic N, or your Kafka tooling)`,
+    { canRetry: false, details: { missing } },
+  );
 }
 
 /**

@@ -12,6 +12,7 @@ import type { Config } from '../config/config.js';
 import { EMBED_QUEUE, WRITE_QUEUE } from '../queue/jobs.js';
 import { generationPrefix, GenerationStore, type GenerationRegistry } from '../reindex/generations.js';
 import type { Logger } from './logger.js';
+import { clearPauseReason } from './pause-reason.js';
 
 /** Where the dashboard is served on the admin server. */
 export const DASHBOARD_PATH = '/queues';
@@ -72,16 +73,39 @@ export function createDashboard(config: Config, logger: Logger): Dashboard {
 
   return {
     handle: (req, res) => {
+      forgetPauseReasonOnResume(req, res, queues, logger);
       void refreshOnceInAWhile()
         .then(() => listener(req, res))
         .catch((error: unknown) => {
-          logger.error({ err: (error as Error).message, path: req.url }, 'dashboard request failed');
+          logger.error({ err: (error as Error).message, path: req.url }, 'dashboard request failed: the page shows an error; check that Redis at REDIS_URL is reachable, then reload');
           if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ error: 'the dashboard failed to answer; see the worker log' }));
         });
     },
     close: () => queues.close(),
   };
+}
+
+/** bull-board's pause and resume of one queue: `PUT /queues/api/queues/<prefix>:<name>/(pause|resume)`. */
+const PAUSE_OR_RESUME = /\/api\/queues\/([^/?]+)\/(pause|resume)(?:\?|$)/;
+
+/**
+ * A pause or resume from the dashboard makes the recorded reason of an earlier pause (an exhausted
+ * quota, say) wrong: `indexer status` would blame a later pause by hand on it. Deleted once the
+ * dashboard's request succeeded; the workers' sampler also deletes reasons of running queues.
+ */
+function forgetPauseReasonOnResume(req: IncomingMessage, res: ServerResponse, queues: DeploymentQueues, logger: Logger): void {
+  const match = req.method === 'PUT' ? PAUSE_OR_RESUME.exec(req.url ?? '') : null;
+  if (!match) return;
+  const shown = decodeURIComponent(match[1] as string);
+  const at = shown.lastIndexOf(':');
+  if (at <= 0) return;
+  res.once('finish', () => {
+    if (res.statusCode >= 300) return;
+    void clearPauseReason(queues.redisConnection(), shown.slice(0, at), shown.slice(at + 1)).catch((error: unknown) =>
+      logger.warn({ queue: shown, err: (error as Error).message }, 'dashboard: could not forget the recorded pause reason; the workers forget it within 15 s'),
+    );
+  });
 }
 
 /** The BullMQ queues of every generation, on one Redis connection of their own. */
@@ -139,6 +163,10 @@ class DeploymentQueues {
       this.open.set(key, queue);
     }
     return queue;
+  }
+
+  redisConnection(): Redis {
+    return this.connection();
   }
 
   private generations(): GenerationStore {

@@ -6,6 +6,7 @@ import { configFor, GenerationStore, servingGeneration } from '../reindex/genera
 import type { KafkaLagReader, PartitionLag } from './kafka-lag.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import { clearStalePauseReason } from './pause-reason.js';
 
 /** How often a worker process refreshes the queue and lag gauges. */
 export const SAMPLE_MS = 15_000;
@@ -29,6 +30,9 @@ export interface QueueCounts {
 export function queueLabel(queue: string, generation: number): string {
   return generation === 1 ? queue : `${queue}@g${generation}`;
 }
+
+/** A reason this old beside a running queue is not one being recorded just before its pause. */
+const STALE_REASON_MS = 60_000;
 
 export async function readQueueCounts(queue: Queue): Promise<QueueCounts> {
   const [counts, paused] = await Promise.all([queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed'), queue.isPaused()]);
@@ -91,7 +95,11 @@ export class QueueSampler {
       for (const name of PIPELINE_QUEUES) {
         const label = queueLabel(name, generation.id);
         wanted.add(label);
-        counts.push({ label, counts: await readQueueCounts(this.queue(label, name, prefix)) });
+        const sampled = await readQueueCounts(this.queue(label, name, prefix));
+        // Resumed by other means than `indexer resume` (the dashboard, by hand): the reason is stale,
+        // and a later pause must not be blamed on it.
+        if (!sampled.paused) await clearStalePauseReason(this.options.redis, prefix, name, STALE_REASON_MS);
+        counts.push({ label, counts: sampled });
       }
     }
     await this.forgetQueuesBut(wanted);

@@ -133,9 +133,15 @@ async function generationReport(base: Config, redis: Redis, lag: KafkaLagReader,
   const states = workers.flatMap((w) => w.generations.filter((g) => g.generation === generation.id).map((g) => ({ worker: w.id, ...g })));
   const queues: QueueReport[] = [];
   for (const name of PIPELINE_QUEUES) {
-    const queue = new Queue(name, { connection: redis, prefix });
+    // skipMetasUpdate: a status is a read; a plain Queue writes its meta key, leaving keys behind
+    // under a mistyped QUEUE_PREFIX.
+    const queue = new Queue(name, { connection: redis, prefix, skipMetasUpdate: true });
     try {
-      queues.push({ queue: queueLabel(name, generation.id), ...(await readQueueCounts(queue)), pauseReason: (await readPauseReason(redis, prefix, name)) ?? null, held: heldReasons(name, states) });
+      const counts = await readQueueCounts(queue);
+      // A reason outlives its pause when the queue was resumed another way (the dashboard): shown
+      // only while paused, and the workers' sampler deletes it once it sees the queue running.
+      const pauseReason = counts.paused ? ((await readPauseReason(redis, prefix, name)) ?? null) : null;
+      queues.push({ queue: queueLabel(name, generation.id), ...counts, pauseReason, held: heldReasons(name, states) });
     } finally {
       await queue.close();
     }
@@ -180,7 +186,7 @@ async function kafkaReport(config: Config, lag: KafkaLagReader, pausedByHighWate
 }
 
 async function runningBackfills(redis: Redis, config: Config): Promise<BackfillReport[]> {
-  const control = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs });
+  const control = new BackfillControl(redis, config.redis.prefix, { attempts: config.redis.jobAttempts, backoffMs: config.redis.jobBackoffMs }, true);
   try {
     return (await control.list())
       .filter((b) => UNFINISHED_BACKFILL.has(b.state))

@@ -10,7 +10,7 @@ import { UsageStore } from '../embed/usage.js';
 import type { EmbeddingProvider, EndpointHealth } from '../embed/provider.js';
 import { IngestConsumer } from '../ingest/ingest-consumer.js';
 import { TableTruncates } from '../ingest/table-truncates.js';
-import { createKafka } from '../ingest/kafka.js';
+import { createKafka, ensureTopicsExist } from '../ingest/kafka.js';
 import { checkRedisAtStart, CommitGate } from '../queue/redis-durability.js';
 import { committedOffsets, epochKey, openEpoch } from '../state/epoch.js';
 import type { Logger } from '../observability/logger.js';
@@ -202,6 +202,8 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         },
         writeQueue,
         inflight,
+        // The prefix of ingest's: a replay of a Debezium topic applies truncates as ingest does.
+        truncates: new TableTruncates(redis, prefix),
         batchApi: batchApiEmbedder(config, state, redis, logger.child({ role: 'backfill' })),
         logger: logger.child({ role: 'backfill' }),
         metrics,
@@ -228,6 +230,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
     let ingest: IngestConsumer | undefined;
     if (options.roles.includes('ingest')) {
       const kafka = createKafka(config.kafka, logger);
+      await ensureTopicsExist(kafka, config.kafka.topics);
       const epoch = await openEpoch(redis, prefix, () => committedOffsets(kafka, config.kafka.groupId, config.kafka.topics), logger);
       // WAIT and WAITAOF block the connection they are sent on: a connection of the gate's own.
       const gateRedis = createRedis(config.redis.url, 'indexer-commit-gate');

@@ -225,14 +225,17 @@ export class Reindexer {
   }
 
   /**
-   * A dropped generation's queues, item state, vectors in flight and backfills. Its dead letters
-   * and usage totals are kept (the history of what it cost and what failed); generation 1 shares
+   * A dropped generation's queues, item state, vectors in flight, backfills and Debezium table
+   * members. Its dead letters (with their counts) and usage totals are kept (the history of what it cost and what failed); generation 1 shares
    * the prefix with the registry.
    */
   private async deleteKeysOf(generation: Generation): Promise<void> {
     const prefix = generationPrefix(this.config, generation.id);
-    const kept = new Set([`${prefix}:dlq`, `${prefix}:usage`]);
-    const patterns = generation.id === 1 ? [`${prefix}:item:*`, `${prefix}:embed:*`, `${prefix}:write:*`, `${prefix}:backfill:*`, `${prefix}:inflight`] : [`${prefix}:*`];
+    const kept = new Set([`${prefix}:dlq`, `${prefix}:dlq:counts`, `${prefix}:usage`]);
+    const patterns =
+      generation.id === 1
+        ? [`${prefix}:item:*`, `${prefix}:embed:*`, `${prefix}:write:*`, `${prefix}:backfill:*`, `${prefix}:inflight`, `${prefix}:cdc:*`, `${prefix}:status:paused:*`]
+        : [`${prefix}:*`];
     for (const pattern of patterns) {
       let cursor = '0';
       do {

@@ -110,10 +110,13 @@ describe('Debezium envelopes: ordering and ids', () => {
     expect(error.itemId).toBeUndefined();
   });
 
-  it('takes a struct key\'s EVENT_ID_FIELD, or its one field, and refuses a key naming another item', () => {
-    expect(read(envelope('c', null, { ...row(1, 'A'), sku: 'S-1' }), JSON.stringify({ sku: 'S-1', region: 'eu' }), { ...mapping, idField: 'sku' })).toMatchObject({ event: { itemId: 'S-1' } });
+  it('takes a struct key\'s one field, refuses a key naming another item, and refuses a composite key', () => {
+    expect(read(envelope('c', null, { ...row(1, 'A'), sku: 'S-1' }), JSON.stringify({ sku: 'S-1' }), { ...mapping, idField: 'sku' })).toMatchObject({ event: { itemId: 'S-1' } });
     expect(refusal(envelope('c', null, row(1, 'A')), keyOf(2)).message).toMatch(/message key \{"id":2\} names item "2", but field "id" holds "1": set EVENT_ID_FIELD/);
-    expect(refusal(envelope('c', null, row(1, 'A')), JSON.stringify({ a: 1, b: 2 })).message).toMatch(/struct of 2 fields \(a, b\) without "id": set EVENT_ID_FIELD/);
+    // {tenant 1, id 5} and {tenant 2, id 5} would be one item, each overwriting the other.
+    const composite = refusal(envelope('c', null, { ...row(5, 'A'), tenant_id: 1 }), JSON.stringify({ tenant_id: 1, id: 5 }));
+    expect(composite.message).toMatch(/composite key \(tenant_id, id\).*message\.key\.columns/);
+    expect(composite.field).toBe('key');
   });
 
   it('stores the row as metadata, or its metadata column (a jsonb column arrives as a string)', () => {

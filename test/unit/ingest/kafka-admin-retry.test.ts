@@ -1,7 +1,7 @@
 import type { Admin, Kafka } from 'kafkajs';
 import { KafkaJSProtocolError } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { isRetriableKafkaError, withAdmin } from '../../../src/ingest/kafka.js';
+import { ensureTopicsExist, isRetriableKafkaError, withAdmin } from '../../../src/ingest/kafka.js';
 
 /** A kafkajs client whose admin calls fail with `failures` in turn, then succeed. */
 function kafkaFailing(failures: Error[]): { kafka: Kafka; connects: () => number; disconnects: () => number } {
@@ -49,5 +49,17 @@ describe('withAdmin', () => {
   it('finds the retriable flag on a wrapped cause', () => {
     expect(isRetriableKafkaError(Object.assign(new Error('outer'), { cause: loading() }))).toBe(true);
     expect(isRetriableKafkaError(new Error('plain'))).toBe(false);
+  });
+});
+
+describe('ensureTopicsExist', () => {
+  const kafkaWith = (topics: string[]) => ({ admin: () => ({ connect: async () => undefined, disconnect: async () => undefined, listTopics: async () => topics }) as unknown as Admin }) as unknown as Kafka;
+
+  it('names the missing topic and the settings to fix, instead of kafkajs retrying "does not host this topic-partition"', async () => {
+    await expect(ensureTopicsExist(kafkaWith(['products']), ['products', 'prodcuts'])).rejects.toMatchObject({ code: 'KAFKA_TOPIC_MISSING', canRetry: false, message: expect.stringMatching(/topic prodcuts does not exist.*KAFKA_TOPICS/) });
+  });
+
+  it('passes when every topic exists', async () => {
+    await expect(ensureTopicsExist(kafkaWith(['a', 'b']), ['a', 'b'])).resolves.toBeUndefined();
   });
 });
