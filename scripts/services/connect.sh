@@ -17,16 +17,7 @@ DIR="$CACHE/connect"; LIBS="$DIR/libs"; RUNS="$DIR/runs"
 HEAP="${CONNECT_LOCAL_HEAP:-384m}"
 SCHEMAS="${CONNECT_SCHEMAS_ENABLE:-true}"
 
-install() {
-  command -v java >/dev/null || apt_install openjdk-17-jre-headless
-  if [ -f "$LIBS/.complete" ] && [ "$LIBS/.complete" -nt "$HERE/pom.xml" ]; then return 0; fi
-  command -v mvn >/dev/null || apt_install maven
-  log "connect: fetching Kafka Connect and Debezium from Maven Central (first run only)"
-  rm -rf "$LIBS"
-  mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS" \
-    || die "connect: could not fetch the jars with Maven (see the output above)"
-  touch "$LIBS/.complete"
-}
+install() { maven_jars "$HERE/pom.xml" "$LIBS" "Kafka Connect and the Debezium connector"; }
 
 valid_name() { [[ "${1:-}" =~ ^[A-Za-z0-9._-]+$ ]] || die "connect: NAME must be letters, digits, '.', '_' or '-' (got \"${1:-}\")"; }
 alive() { [ -f "$1/worker.pid" ] && kill -0 "$(cat "$1/worker.pid")" 2>/dev/null; }

@@ -17,17 +17,7 @@ HEAP="${KAFKA_LOCAL_HEAP:-512m}"
 # Kafka 4 logs through log4j2; log4j 1 settings (-Dlog4j.configuration) are ignored.
 LOGGING=(-Dkafka.logs.dir="$DIR" -Dlog4j2.configurationFile="$HERE/log4j2.yaml")
 
-install() {
-  command -v java >/dev/null || apt_install openjdk-17-jre-headless
-  if [ -f "$LIBS/.complete" ] && [ "$LIBS/.complete" -nt "$HERE/pom.xml" ]; then return 0; fi
-  command -v mvn >/dev/null || apt_install maven
-  log "kafka: fetching the broker jars from Maven Central (first run only)"
-  rm -rf "$LIBS"
-  # jansi.noreset: Maven 3.8's -q still prints bare ANSI reset codes without it.
-  MAVEN_OPTS="${MAVEN_OPTS:-} -Djansi.noreset=true" mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS" \
-    || die "kafka: could not fetch the broker jars with Maven (see the output above)"
-  touch "$LIBS/.complete"
-}
+install() { maven_jars "$HERE/pom.xml" "$LIBS" "the Kafka broker jars"; }
 
 ready() {
   # A broker that accepts connections may still be electing its controller; ask it for metadata.

@@ -48,6 +48,21 @@ apt_lock_held() {
   fi
 }
 
+# Java, and the runtime jars of a pom.xml ($1) copied from Maven Central into $2, fetched again only
+# when the pom changed; $3 names them in messages.
+maven_jars() {
+  local pom="$1" libs="$2" what="$3"
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  if [ -f "$libs/.complete" ] && [ "$libs/.complete" -nt "$pom" ]; then return 0; fi
+  command -v mvn >/dev/null || apt_install maven
+  log "fetching $what from Maven Central (first run only)"
+  rm -rf "$libs"
+  # jansi.noreset: Maven 3.8's -q still prints bare ANSI reset codes without it.
+  MAVEN_OPTS="${MAVEN_OPTS:-} -Djansi.noreset=true" mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" \
+    || die "could not fetch $what with Maven (see the output above)"
+  touch "$libs/.complete"
+}
+
 # host and port from a redis:// URL or a host:port list (first entry).
 url_host() { local s="${1#*://}"; s="${s#*@}"; s="${s%%/*}"; s="${s%%,*}"; printf '%s' "${s%:*}"; }
 url_port() { local s="${1#*://}"; s="${s#*@}"; s="${s%%/*}"; s="${s%%,*}"; printf '%s' "${s##*:}"; }

@@ -4,10 +4,9 @@ import type { Config } from '../config/config.js';
 import { isAfter } from '../core/change-order.js';
 import { BackfillError, errorMessage, InvalidEventError, isRetryable } from '../core/errors.js';
 import type { DeadLetter, DeadLetterStore } from '../deadletter/dead-letter-store.js';
-import { coalescingKey, parseChangeRecord, readChangeMessage, type ChangeMessage, type VersionSource } from '../ingest/change-event.js';
-import type { TableName } from '../ingest/debezium.js';
-import { chunkChanges, offerChanges, type SizedChange } from '../ingest/ingest-consumer.js';
-import type { TableTruncates } from '../ingest/table-truncates.js';
+import { coalescingKey, parseChangeRecord, readChangeMessage, type ChangeMessage } from '../ingest/change-event.js';
+import { applyTruncateMarks, chunkChanges, offerChanges, type SizedChange } from '../ingest/ingest-consumer.js';
+import type { TableTruncate, TableTruncates } from '../ingest/table-truncates.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
@@ -59,14 +58,6 @@ interface PageCounts {
   skipped: number;
 }
 
-/** A Debezium TRUNCATE read in a page: every item of `table` is deleted at `version`. */
-interface TableTruncate {
-  table: TableName;
-  version: number;
-  versionSource: VersionSource;
-  /** `backfill:<id>/<position>`, as the deletes' source. */
-  source: string;
-}
 
 interface EmbedJobSpec {
   name: string;
@@ -265,7 +256,7 @@ export class BackfillRunner {
       }
     }
 
-    if (truncates.length > 0 || [...newest.values()].some((sized) => sized.table !== undefined)) await this.applyTruncateMarks(newest, truncates);
+    if (truncates.length > 0 || [...newest.values()].some((sized) => sized.table !== undefined)) await applyTruncateMarks(this.options.truncates, newest, truncates);
     // A pruning pass records every item its source has, whatever becomes of the row.
     if (prune) await this.options.store.markSeen(backfillId, [...new Set([...newest.values()].map((sized) => sized.change.itemId))]);
     const offered = await offerChanges(state, this.queuedJobKeys, [...newest.values()], this.jobLimits(), { stage: 'backfill', mapping: this.options.config.events });
@@ -276,30 +267,6 @@ export class BackfillRunner {
     if (dead.length > 0) this.options.logger.warn({ backfill: backfillId, count: dead.length, first: dead[0]?.reason }, 'invalid backfill records sent to the dead-letter store');
     const enqueued = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
     return { jobs, counts: { read: records.length, enqueued, unchanged: records.length - dead.length - enqueued - skipped, failed: dead.length, skipped }, truncates };
-  }
-
-  /**
-   * As live ingest does (see TableTruncates, whose order this keeps: members added before the
-   * marks are read): records the page's Debezium rows as items of their tables and its truncates
-   * as the tables' marks, then turns each change older than its table's newest truncate into a
-   * delete at the truncate's version. The keys are the pipeline's prefix, so a re-index's replay
-   * and its generation's live ingest see each other's rows and truncates.
-   */
-  private async applyTruncateMarks(newest: Map<string, SizedChange>, truncates: TableTruncate[]): Promise<void> {
-    const members = new Map<TableName, string[]>();
-    for (const { change, table } of newest.values()) {
-      if (table === undefined) continue;
-      const ids = members.get(table) ?? [];
-      ids.push(change.itemId);
-      members.set(table, ids);
-    }
-    const marks = await this.options.truncates.record(members, truncates);
-    if (marks.size === 0) return;
-    for (const sized of newest.values()) {
-      const mark = sized.table === undefined ? undefined : marks.get(sized.table);
-      if (mark === undefined || mark.versionSource !== sized.change.versionSource || sized.change.version >= mark.version) continue;
-      sized.change = { ...sized.change, op: 'delete', version: mark.version, text: undefined, metadata: {} };
-    }
   }
 
   /**

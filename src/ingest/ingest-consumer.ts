@@ -13,7 +13,7 @@ import type { CommitGate } from '../queue/redis-durability.js';
 import type { ItemStateStore, QueuedJobKeys, Verdict } from '../state/item-state.js';
 import { coalescingKey, readChangeMessage, versionSourceConflict, type EventMapping, type VersionSource } from './change-event.js';
 import type { TableName } from './debezium.js';
-import type { TableTruncates, TruncateMark } from './table-truncates.js';
+import type { TableTruncate, TableTruncates, TruncateMark } from './table-truncates.js';
 
 /**
  * INITIALIZED: constructed, not connected. RUNNING: consuming. STOPPING: close() called, the
@@ -73,14 +73,30 @@ export interface SizedChange {
   table?: TableName;
 }
 
-/** A Debezium TRUNCATE read in a batch: every item of `table` is deleted at `version`. */
-interface TableTruncate {
-  table: TableName;
-  version: number;
-  versionSource: VersionSource;
-  /** `topic/partition@offset`, as the deletes' source. */
-  source: string;
+/**
+ * Records a batch's Debezium rows as items of their tables and its truncates as the tables' marks
+ * (see TableTruncates: members added before the marks are read), then turns each change older
+ * than its table's newest truncate into a delete at the truncate's version: the row was gone by
+ * then, whichever partition brought the truncate, and whenever. Live ingest and a backfill's
+ * replay both call it, with their pipeline's TableTruncates.
+ */
+export async function applyTruncateMarks(tables: TableTruncates, newest: Map<string, SizedChange>, truncates: TableTruncate[]): Promise<void> {
+  const members = new Map<TableName, string[]>();
+  for (const { change, table } of newest.values()) {
+    if (table === undefined) continue;
+    const ids = members.get(table) ?? [];
+    ids.push(change.itemId);
+    members.set(table, ids);
+  }
+  const marks = await tables.record(members, truncates);
+  if (marks.size === 0) return;
+  for (const sized of newest.values()) {
+    const mark: TruncateMark | undefined = sized.table === undefined ? undefined : marks.get(sized.table);
+    if (mark === undefined || mark.versionSource !== sized.change.versionSource || sized.change.version >= mark.version) continue;
+    sized.change = { ...sized.change, op: 'delete', version: mark.version, text: undefined, metadata: {} };
+  }
 }
+
 
 /** Item ids per page of a truncated table's members. */
 const TRUNCATE_PAGE = 500;
@@ -314,7 +330,7 @@ export class IngestConsumer {
     const { newest, dead, tombstones, truncates } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
     metrics.eventsSkipped.inc({ reason: 'tombstone' }, tombstones);
     if (truncates.length > 0 || [...newest.values()].some((sized) => sized.table !== undefined)) {
-      await this.step(partition, 'recording the tables\' items and truncates', heartbeat, () => this.applyTruncateMarks(newest, truncates));
+      await this.step(partition, 'recording the tables\' items and truncates', heartbeat, () => applyTruncateMarks(this.options.truncates, newest, truncates));
     }
     const offered = await this.step(partition, 'offering the changes to the item state', heartbeat, () =>
       offerChanges(state, this.queuedJobKeys, [...newest.values()], { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes }, { stage: 'ingest', mapping: config.events }),
@@ -406,29 +422,6 @@ export class IngestConsumer {
       }
     }
     return { newest, dead, tombstones, truncates };
-  }
-
-  /**
-   * Records the batch's Debezium rows as items of their tables and its truncates as the tables'
-   * marks (see TableTruncates), then turns each change older than its table's newest truncate
-   * into a delete at the truncate's version: the row was gone by then, whichever partition brought
-   * the truncate, and whenever.
-   */
-  private async applyTruncateMarks(newest: Map<string, SizedChange>, truncates: TableTruncate[]): Promise<void> {
-    const members = new Map<TableName, string[]>();
-    for (const { change, table } of newest.values()) {
-      if (table === undefined) continue;
-      const ids = members.get(table) ?? [];
-      ids.push(change.itemId);
-      members.set(table, ids);
-    }
-    const marks = await this.options.truncates.record(members, truncates);
-    if (marks.size === 0) return;
-    for (const sized of newest.values()) {
-      const mark: TruncateMark | undefined = sized.table === undefined ? undefined : marks.get(sized.table);
-      if (mark === undefined || mark.versionSource !== sized.change.versionSource || sized.change.version >= mark.version) continue;
-      sized.change = { ...sized.change, op: 'delete', version: mark.version, text: undefined, metadata: {} };
-    }
   }
 
   /**

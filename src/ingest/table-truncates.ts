@@ -23,6 +23,15 @@ for i = 1, #ARGV, 3 do
 end
 return 1`;
 
+/** A Debezium TRUNCATE read in a batch or a backfill's page: every item of `table` is deleted at `version`. */
+export interface TableTruncate {
+  table: TableName;
+  version: number;
+  versionSource: VersionSource;
+  /** Where it was read (`topic/partition@offset`, `backfill:<id>/<position>`), as the deletes' source. */
+  source: string;
+}
+
 /**
  * What a Debezium TRUNCATE needs in Redis: which items each table has had, and each table's newest
  * truncate. Nothing else knows an item's table (the item state and the sink hold none), and a
