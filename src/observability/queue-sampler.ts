@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.js';
+import { PeriodicTask } from '../core/periodic.js';
 import { EMBED_QUEUE, WRITE_QUEUE } from '../queue/jobs.js';
 import { configFor, GenerationStore, servingGeneration } from '../reindex/generations.js';
 import type { KafkaLagReader, PartitionLag } from './kafka-lag.js';
@@ -57,27 +58,26 @@ export interface QueueSamplerOptions {
 export class QueueSampler {
   private readonly queues = new Map<string, Queue>();
   private readonly store: GenerationStore;
-  private timer: NodeJS.Timeout | undefined;
-  private sampling: Promise<void> = Promise.resolve();
+  private readonly periodic: PeriodicTask;
   private closing: Promise<void> | undefined;
-  private failing = false;
-  private inFlight = false;
 
   constructor(private readonly options: QueueSamplerOptions) {
     this.store = new GenerationStore(options.redis, options.config);
+    // The gauges keep their last values while a sample fails.
+    this.periodic = new PeriodicTask(() => this.sample(), options.intervalMs ?? SAMPLE_MS, options.logger, {
+      failing: 'could not sample the queue and lag gauges (Redis or Kafka unreachable?); retrying',
+      recovered: 'queue and lag gauges sampled again',
+    });
   }
 
   start(): void {
-    this.tick();
-    this.timer = setInterval(() => this.tick(), this.options.intervalMs ?? SAMPLE_MS);
-    this.timer.unref();
+    this.periodic.start();
   }
 
   /** Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      clearInterval(this.timer);
-      await this.sampling;
+      await this.periodic.stop();
       await Promise.all([...this.queues.values()].map((q) => q.close().catch(() => undefined)));
       await this.options.lag?.close();
     })();
@@ -119,25 +119,6 @@ export class QueueSampler {
       metrics.kafkaConsumerLag.reset();
       for (const l of lags) metrics.kafkaConsumerLag.set({ topic: l.topic, partition: String(l.partition) }, l.lag);
     }
-  }
-
-  private tick(): void {
-    // A sample still waiting on Redis or Kafka is not queued behind: this one is skipped.
-    if (this.closing || this.inFlight) return;
-    this.inFlight = true;
-    this.sampling = this.sample()
-      .finally(() => (this.inFlight = false))
-      .then(
-        () => {
-          if (this.failing) this.options.logger.info('queue and lag gauges sampled again');
-          this.failing = false;
-        },
-        (error: unknown) => {
-          // The gauges keep their last values; one warning per outage.
-          if (!this.failing) this.options.logger.warn({ err: (error as Error).message }, 'could not sample the queue and lag gauges (Redis or Kafka unreachable?); retrying');
-          this.failing = true;
-        },
-      );
   }
 
   private queue(label: string, name: string, prefix: string): Queue {

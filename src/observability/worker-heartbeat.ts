@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { Counter } from 'prom-client';
+import { PeriodicTask } from '../core/periodic.js';
 import type { PipelineSnapshot } from '../pipeline/pipeline.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -93,26 +94,26 @@ export class WorkerHeartbeat {
   readonly id = `${hostname()}:${process.pid}`;
   private readonly startedAt = new Date();
   private readonly window = new RateWindow();
-  private timer: NodeJS.Timeout | undefined;
-  private beating: Promise<void> = Promise.resolve();
+  private readonly periodic: PeriodicTask;
   private closing: Promise<void> | undefined;
-  private failing = false;
-  private inFlight = false;
 
-  constructor(private readonly options: WorkerHeartbeatOptions) {}
+  constructor(private readonly options: WorkerHeartbeatOptions) {
+    // Readiness reports Redis being away; one warning per outage is enough here.
+    this.periodic = new PeriodicTask(() => this.publish(), options.intervalMs ?? HEARTBEAT_MS, options.logger, {
+      failing: 'could not publish the status heartbeat (`indexer status` will not list this worker until Redis answers); retrying',
+      recovered: 'status heartbeat published again',
+    });
+  }
 
   start(): void {
     this.window.add({ at: this.startedAt.getTime(), events: 0, items: 0 });
-    this.beat();
-    this.timer = setInterval(() => this.beat(), this.options.intervalMs ?? HEARTBEAT_MS);
-    this.timer.unref();
+    this.periodic.start();
   }
 
   /** Stops publishing and removes this worker's entry (a drained worker is not shown for 15 s). Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      clearInterval(this.timer);
-      await this.beating;
+      await this.periodic.stop();
       const { redis, prefix } = this.options;
       await redis.multi().del(workerKey(prefix, this.id)).zrem(workerIndexKey(prefix), this.id).exec().catch(() => undefined);
     })();
@@ -140,32 +141,18 @@ export class WorkerHeartbeat {
     };
   }
 
-  private beat(): void {
-    // A beat still waiting on Redis (away for a while) is not queued behind: the next one is skipped.
-    if (this.closing || this.inFlight) return;
-    this.inFlight = true;
-    this.beating = this.publish().finally(() => (this.inFlight = false));
+  private async publish(): Promise<void> {
+    const { redis, prefix } = this.options;
+    const status = await this.status();
+    const now = Date.now();
+    await redis
+      .multi()
+      .set(workerKey(prefix, this.id), JSON.stringify(status), 'EX', HEARTBEAT_TTL_SECONDS)
+      .zadd(workerIndexKey(prefix), now, this.id)
+      .zremrangebyscore(workerIndexKey(prefix), '-inf', now - HEARTBEAT_TTL_SECONDS * 1000)
+      .exec();
   }
 
-  private async publish(): Promise<void> {
-    const { redis, prefix, logger } = this.options;
-    try {
-      const status = await this.status();
-      const now = Date.now();
-      await redis
-        .multi()
-        .set(workerKey(prefix, this.id), JSON.stringify(status), 'EX', HEARTBEAT_TTL_SECONDS)
-        .zadd(workerIndexKey(prefix), now, this.id)
-        .zremrangebyscore(workerIndexKey(prefix), '-inf', now - HEARTBEAT_TTL_SECONDS * 1000)
-        .exec();
-      if (this.failing) logger.info('status heartbeat published again');
-      this.failing = false;
-    } catch (error) {
-      // Readiness reports Redis being away; one warning per outage is enough here.
-      if (!this.failing) logger.warn({ err: (error as Error).message }, 'could not publish the status heartbeat (`indexer status` will not list this worker until Redis answers); retrying');
-      this.failing = true;
-    }
-  }
 }
 
 async function total(counter: Counter<string>): Promise<number> {

@@ -14,6 +14,33 @@ export interface WorkerProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+export interface CommandResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * A command run to its end as a child process in the repository, with only PATH and HOME of this
+ * process's environment plus `env`; without blocking this process (whose pipeline or workers may
+ * hold what the command waits on).
+ */
+export function runCommand(command: string, args: string[], env: Record<string, string>): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+/** The `indexer` command line (the sources through tsx), as a user runs it. */
+export function runIndexer(env: Record<string, string>, ...args: string[]): Promise<CommandResult> {
+  return runCommand(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], env);
+}
+
 /** Starts `workers/indexer-worker.ts` as a real process (through tsx), capturing its output. */
 export function spawnWorker(roles: string, env: Record<string, string | undefined>): WorkerProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'workers/indexer-worker.ts', roles], {

@@ -2,7 +2,7 @@
  * The `indexer` command as a user runs it: produce NDJSON into Kafka, let a worker index it, then
  * search, export and list dead letters, each a real process.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { loadConfig } from '../../../src/config/config.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js';
 import { deletePrefix, deleteTopics, services, uniqueName, waitFor } from '../../support/helpers.js';
+import { runIndexer } from '../../support/processes.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'cli-'));
@@ -23,17 +24,6 @@ function indexer(...args: string[]): { status: number | null; stdout: string; st
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-/** The CLI as a child process, without blocking this process (whose pipeline the command may wait on). */
-function indexerAsync(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 beforeAll(async () => {
   const { kafkaBrokers, redisUrl } = services();
@@ -95,19 +85,19 @@ describe('indexer CLI', () => {
     const file = join(dir, 'backfill.ndjson');
     writeFileSync(file, ['bf-cli-1', 'bf-cli-2', 'bf-cli-3'].map((id) => JSON.stringify({ id, version: 1, text: `backfilled by the CLI: ${id}` })).join('\n'));
 
-    const started = await indexerAsync('backfill', 'start', `file:${file}`, '--wait');
+    const started = await runIndexer(env, 'backfill', 'start', `file:${file}`, '--wait');
     expect(started.status).toBe(0);
     const id = started.stdout.split('\n')[0] as string;
     expect(id).toMatch(/^b/);
     expect(started.stderr).toMatch(new RegExp(`${id} completed file:${file}: done, read 3/3, enqueued 3`));
-    const status = JSON.parse((await indexerAsync('backfill', 'status', id, '--json')).stdout) as { state: string; progress: { read: number; phase: string } };
+    const status = JSON.parse((await runIndexer(env, 'backfill', 'status', id, '--json')).stdout) as { state: string; progress: { read: number; phase: string } };
     expect(status).toMatchObject({ state: 'completed', progress: { read: 3, phase: 'done' } });
     await waitFor('the three rows written', async () => (await pipeline.sink?.retrieve(['bf-cli-1', 'bf-cli-2', 'bf-cli-3']))?.length === 3);
 
-    const failed = await indexerAsync('backfill', 'start', `file:${join(dir, 'missing.ndjson')}`, '--wait');
+    const failed = await runIndexer(env, 'backfill', 'start', `file:${join(dir, 'missing.ndjson')}`, '--wait');
     expect(failed.status).toBe(1);
     expect(failed.stderr).toMatch(/failed .*BACKFILL_INVALID: cannot read the backfill file/);
-    const unknown = await indexerAsync('backfill', 'cancel', 'no-such-backfill');
+    const unknown = await runIndexer(env, 'backfill', 'cancel', 'no-such-backfill');
     expect(unknown.status).toBe(1);
     expect(unknown.stdout).toContain('no backfill no-such-backfill');
     await pipeline.close();

@@ -3,28 +3,16 @@
  * bin in a clone without a build (`npx indexer`). The demo's whole output, at LOG_LEVEL=info, holds
  * no log line at level error: a normal run must not page anyone.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { deletePrefix, deleteTopics, services } from '../../support/helpers.js';
+import { runCommand } from '../../support/processes.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'demo-'));
 let run: string | undefined;
 
-function runProcess(command: string, args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd: ROOT, env: { PATH: process.env.PATH as string, HOME: process.env.HOME as string, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 /** pino lines at level error (50) or fatal (60). */
 function errorLogLines(output: string): string[] {
@@ -52,7 +40,7 @@ describe('npm run demo', () => {
     const { kafkaBrokers, redisUrl } = services();
     const lancedb = join(dir, 'demo-lancedb');
     const env = { KAFKA_BROKERS: kafkaBrokers, REDIS_URL: redisUrl, LANCEDB_URI: lancedb, LOG_LEVEL: 'info', KAFKAJS_NO_PARTITIONER_WARNING: '1' };
-    const demo = await runProcess('bash', ['scripts/demo.sh'], env);
+    const demo = await runCommand('bash', ['scripts/demo.sh'], env);
     run = /to Kafka topic (demo-[a-z0-9]+)/.exec(demo.stdout)?.[1];
     expect(demo.status, demo.stderr).toBe(0);
     expect(run).toBeDefined();
@@ -63,7 +51,7 @@ describe('npm run demo', () => {
     expect(next, demo.stdout).not.toBeNull();
     const vars = Object.fromEntries(next![1]!.split(' ').map((pair) => pair.split('=') as [string, string]));
     expect(vars.LANCEDB_URI).toBe(lancedb);
-    const search = await runProcess('npx', ['indexer', 'search', next![2]!, '--json'], { ...env, ...vars, LOG_LEVEL: 'warn' });
+    const search = await runCommand('npx', ['indexer', 'search', next![2]!, '--json'], { ...env, ...vars, LOG_LEVEL: 'warn' });
     expect(search.status, search.stderr).toBe(0);
     const hits = search.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { id?: string; itemId?: string });
     expect(hits.length).toBeGreaterThan(0);

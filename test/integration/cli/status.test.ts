@@ -3,9 +3,6 @@
  * group and a real pause: each queue state, the pause's reason, Kafka lag, a dead letter, a running
  * backfill, usage, and a worker's published state; then the gauges behind the dashboards.
  */
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
@@ -23,24 +20,12 @@ import { readWorkers, workerKey, WorkerHeartbeat } from '../../../src/observabil
 import { EMBED_QUEUE, WRITE_QUEUE } from '../../../src/queue/jobs.js';
 import { ensureTopic } from '../../../src/ingest/produce.js';
 import { EmbeddingsStub } from '../../support/embeddings-stub.js';
-import { testKafka, waitFor } from '../../support/helpers.js';
+import { freePort, testKafka, waitFor } from '../../support/helpers.js';
 import { pipelineHarness, upsertEvent } from '../../support/pipeline-harness.js';
-import { isolatedWorkerEnv, spawnWorker } from '../../support/processes.js';
+import { isolatedWorkerEnv, runIndexer, spawnWorker } from '../../support/processes.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const QUOTA_EXHAUSTED = { status: 429, body: { error: { message: 'You exceeded your current quota', type: 'insufficient_quota', param: null, code: 'insufficient_quota' } } };
 
-/** The CLI as a child process (without blocking this one, whose workers hold jobs meanwhile). */
-function indexer(env: Record<string, string>, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 /** The environment that gives the CLI the test's config. */
 function envOf(config: Config): Record<string, string> {
@@ -59,13 +44,6 @@ function envOf(config: Config): Record<string, string> {
   };
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe('indexer status', () => {
   const h = pipelineHarness('status');
@@ -169,7 +147,7 @@ describe('indexer status', () => {
     cleanups.push(() => heartbeat.close());
     await waitFor('the heartbeat published', async () => (await redis.exists(workerKey(prefix, heartbeat.id))) === 1);
 
-    const run = await indexer(env, 'status', '--json');
+    const run = await runIndexer(env, 'status', '--json');
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
     const report = JSON.parse(run.stdout) as StatusReport;
@@ -197,7 +175,7 @@ describe('indexer status', () => {
     expect(report.embeddings).toEqual([{ generation: 1, model: config.embeddings.model, name: 'primary', url: 'http://embeddings.test', circuit: 'open', workers: { closed: 0, half_open: 0, open: 1 }, rpm: 3000, tpm: 0 }]);
 
     // The same, on one screen.
-    const screen = await indexer(env, 'status');
+    const screen = await runIndexer(env, 'status');
     expect(screen.status).toBe(0);
     expect(screen.stdout).toMatch(/^ {2}embed +\d+ +0 +\d+ +0 {2}PAUSED since \S+: EMBEDDINGS_QUOTA_EXHAUSTED: .*indexer resume/m);
     expect(screen.stdout).toMatch(/^ {2}write +1 +1 +1 +1 {2}held: sink unreachable: /m);
@@ -219,9 +197,9 @@ describe('indexer status', () => {
     expect(exposition).toContain(`indexer_kafka_consumer_lag{topic="${topic}",partition="0"} 3`);
 
     // `indexer resume` lifts the pause and its reason; a stopped worker leaves the list at once.
-    expect((await indexer(env, 'resume')).stdout).toContain('embed queue resumed');
+    expect((await runIndexer(env, 'resume')).stdout).toContain('embed queue resumed');
     await heartbeat.close();
-    const after = JSON.parse((await indexer(env, 'status', '--json')).stdout) as StatusReport;
+    const after = JSON.parse((await runIndexer(env, 'status', '--json')).stdout) as StatusReport;
     expect(after.generations[0]?.queues.find((q) => q.queue === 'embed')).toMatchObject({ paused: false, pauseReason: null, held: [] });
     expect(after.workers).toEqual([]);
   });
@@ -246,7 +224,7 @@ describe('indexer status', () => {
     });
     expect(gauges).toContain('indexer_queue_jobs{queue="write",state="waiting"} 0');
 
-    const report = JSON.parse((await indexer(env, 'status', '--json')).stdout) as StatusReport;
+    const report = JSON.parse((await runIndexer(env, 'status', '--json')).stdout) as StatusReport;
     expect(report.workers).toHaveLength(1);
     expect(report.workers[0]).toMatchObject({ pid: worker.child.pid, roles: ['ingest', 'embed', 'write'], servingGeneration: 1 });
     expect(report.workers[0]?.generations).toMatchObject([{ generation: 1, sink: { available: true }, ingest: { pausedByHighWater: false } }]);
@@ -258,7 +236,7 @@ describe('indexer status', () => {
   });
 
   it('exits 1 naming Redis when it cannot be reached', async () => {
-    const run = await indexer({ REDIS_URL: `redis://127.0.0.1:${await freePort()}`, LOG_LEVEL: 'warn' }, 'status', '--json');
+    const run = await runIndexer({ REDIS_URL: `redis://127.0.0.1:${await freePort()}`, LOG_LEVEL: 'warn' }, 'status', '--json');
     expect(run.status).toBe(1);
     expect(run.stdout).toBe('');
     expect(run.stderr).toMatch(/^indexer status: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ \(connect ECONNREFUSED .*\): is it running, and is REDIS_URL right\?\n$/);

@@ -20,7 +20,7 @@ import { createDashboard } from '../../../src/observability/dashboard.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { Metrics } from '../../../src/observability/metrics.js';
 import { launchChromium, offlinePage } from '../../support/chromium.js';
-import { deletePrefix, services, uniqueName, waitFor } from '../../support/helpers.js';
+import { deletePrefix, freePort, services, uniqueName, waitFor } from '../../support/helpers.js';
 import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -42,14 +42,6 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** A port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /**
  * A worker process running embed and write (local embedder, LanceDB in a temp dir) with its admin

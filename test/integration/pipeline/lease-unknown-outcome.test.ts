@@ -7,7 +7,6 @@
  * back for good (found by the review of issue 10). The lease is kept until it expires, so the
  * delete waits; a request the sink applies later than the lease is not covered (see ARCHITECTURE).
  */
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { newJobId, encodeVector, type ItemWrite } from '../../../src/queue/jobs.js';

@@ -10,9 +10,9 @@ import { createKafka } from '../../../src/ingest/kafka.js';
 import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { EmbeddingsStub } from '../../support/embeddings-stub.js';
-import { waitFor } from '../../support/helpers.js';
+import { freePort, waitFor } from '../../support/helpers.js';
 import { isolatedWorkerEnv, spawnWorker } from '../../support/processes.js';
-import { freePort, RedisServer } from '../../support/redis-server.js';
+import { RedisServer } from '../../support/redis-server.js';
 
 describe('worker processes and failures they cannot get past', () => {
   const cleanups: (() => Promise<void>)[] = [];

@@ -3,8 +3,6 @@
  * graceful SIGTERM, and the start-up refusals (bad config, a collection of another size).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +11,7 @@ import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { LanceDbSink } from '../../../src/sinks/lancedb/lancedb-sink.js';
 import { EmbeddingsStub } from '../../support/embeddings-stub.js';
-import { deletePrefix, deleteTopics, services, uniqueName, waitFor } from '../../support/helpers.js';
+import { deletePrefix, deleteTopics, freePort, services, uniqueName, waitFor } from '../../support/helpers.js';
 import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
 import { QdrantContractServer } from '../../support/qdrant-contract/contract-server.js';
 import { loadConfig } from '../../../src/config/config.js';
@@ -51,14 +49,6 @@ afterAll(async () => {
   await deleteTopics([env.KAFKA_BROKERS as string], [env.KAFKA_TOPICS as string]);
 });
 
-/** A port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 async function countPoints(): Promise<number> {
   const response = await fetch(`${env.QDRANT_URL}/collections/${env.COLLECTION}/points/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"exact":true}' });
