@@ -114,7 +114,8 @@ return result`;
 // (0|1), content hash, model. A written change is kept when it is the latest (by version, then
 // delete after upsert), so a writer that finishes late cannot move the state backwards; a delete
 // leaves a tombstone that expires, a later upsert keeps the item for good again. Every key's write
-// lease is released (or, for `u`, handed to no one) where this writer still holds it.
+// lease is released (or, for `u`, handed to no one) where this writer still holds it; a write
+// recorded releases it in the same HSET (`wl` empty: free), one command fewer per item.
 const RECORD_WRITTEN = `
 local retention, writer, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local clock = redis.call('TIME')
@@ -123,24 +124,31 @@ for i, key in ipairs(KEYS) do
   local base = 3 + (i - 1) * 5
   local what, del, hash = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
   local state = redis.call('HMGET', key, 'wv', 'del', 'wl')
-  if state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|' then
-    if what == 'u' then redis.call('HSET', key, 'wl', '~|' .. tostring(now + lease)) else redis.call('HDEL', key, 'wl') end
-  end
+  local leased = state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|'
+  local recorded = false
   if what == 'w' then
     local version = tonumber(ARGV[base + 2])
     local current = tonumber(state[1])
     if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
-      redis.call('HSET', key, 'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5])
+      if leased then
+        redis.call('HSET', key, 'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5], 'wl', '')
+      else
+        redis.call('HSET', key, 'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5])
+      end
+      recorded = true
       if del == '1' then redis.call('EXPIRE', key, retention)
       elseif state[2] == '1' then redis.call('PERSIST', key) end
     end
   end
+  if leased and what == 'u' then redis.call('HSET', key, 'wl', '~|' .. tostring(now + lease))
+  elseif leased and not recorded then redis.call('HDEL', key, 'wl') end
 end
 return #KEYS`;
 
 // KEYS: state hashes. ARGV[1]: the writer's id, ARGV[2]: the lease in ms. Takes (or renews) each
 // item's write lease unless another writer holds an unexpired one, and returns per key the lease
 // taken (1 or 0), what the sink holds (wv, del) and the newest change accepted (seen, sd), '' for none. The lease is `<writer>|<expiry>`
+// (empty or absent: free)
 // in the item's own hash, on Redis's clock: one script call per batch, no extra keys.
 const CLAIM_FOR_WRITE = `
 local clock = redis.call('TIME')
@@ -150,7 +158,7 @@ local result = {}
 for i, key in ipairs(KEYS) do
   local s = redis.call('HMGET', key, 'wl', 'wv', 'del', 'seen', 'sd')
   local holder, expiry = nil, 0
-  if s[1] then
+  if s[1] and s[1] ~= '' then
     local bar = string.find(s[1], '|', 1, true)
     holder, expiry = string.sub(s[1], 1, bar - 1), tonumber(string.sub(s[1], bar + 1))
   end
