@@ -14,6 +14,9 @@ export interface Config {
     clientId: string;
     fromBeginning: boolean;
     sessionTimeoutMs: number;
+    /** The broker holds a fetch until this many bytes are there, or fetchMaxWaitMs passed. */
+    fetchMinBytes: number;
+    fetchMaxWaitMs: number;
     ssl: boolean;
     sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string } | undefined;
   };
@@ -186,6 +189,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       clientId: s.KAFKA_CLIENT_ID,
       fromBeginning: s.KAFKA_FROM_BEGINNING,
       sessionTimeoutMs: s.KAFKA_SESSION_TIMEOUT_MS,
+      fetchMinBytes: s.KAFKA_FETCH_MIN_BYTES,
+      fetchMaxWaitMs: s.KAFKA_FETCH_MAX_WAIT_MS,
       ssl: s.KAFKA_SSL,
       sasl,
     },

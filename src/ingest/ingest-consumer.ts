@@ -207,6 +207,10 @@ export class IngestConsumer {
       sessionTimeout: options.config.kafka.sessionTimeoutMs,
       heartbeatInterval: Math.min(3_000, Math.floor(options.config.kafka.sessionTimeoutMs / 3)),
       maxBytesPerPartition: 1_048_576,
+      // A fetch answered with the first event makes a job of a few events at a modest rate, and a
+      // job costs the same Redis round trips whatever its size: waiting a moment fills it.
+      minBytes: options.config.kafka.fetchMinBytes,
+      maxWaitTimeInMs: options.config.kafka.fetchMaxWaitMs,
     });
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => this.onCrash(payload.error, payload.restart));
   }

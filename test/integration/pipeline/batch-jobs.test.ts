@@ -11,6 +11,7 @@ import { stubVector } from '../../support/embeddings-stub.js';
 import { waitFor } from '../../support/helpers.js';
 import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, queuedChanges, replayGroup, skipped, upsertEvent } from '../../support/pipeline-harness.js';
 import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
+import type { EmbedJobData } from '../../../src/queue/jobs.js';
 
 const DIMENSIONS = HARNESS_DIMENSIONS;
 const MODEL = HARNESS_MODEL;
@@ -156,5 +157,20 @@ describe('batch jobs', () => {
     expect(stub.requests).toHaveLength(2);
     expect(await ingest.embedQueue.getFailedCount()).toBe(0);
     await waitFor('the job completed', async () => (await ingest.embedQueue.count()) === 0 && (await ingest.embedQueue.getActiveCount()) === 0);
+  });
+
+  it('gathers events produced one at a time into one embed job while the broker holds the fetch (KAFKA_FETCH_MIN_BYTES)', async () => {
+    // The broker answers a fetch once it holds 10 MiB or 3 s passed: events produced one at a
+    // time meanwhile reach ingest in one batch, and make one job, not a job each.
+    const { config, produce } = await setup({ KAFKA_FETCH_MIN_BYTES: '10485760', KAFKA_FETCH_MAX_WAIT_MS: '3000' }, {}, 1);
+    const ingest = await start(config, ['ingest']);
+    await produce([event('first', 1, 'the consumer is fetching once this is read')]);
+    await waitFor('the first event ingested', async () => (await consumed(ingest)) === 1, { timeoutMs: 20_000 });
+    const ids = Array.from({ length: 10 }, (_, i) => `one-at-a-time-${i}`);
+    for (const id of ids) await produce([event(id, 1, `text of ${id}`)]);
+    await waitFor('the ten events ingested', async () => (await consumed(ingest)) === 11, { timeoutMs: 20_000 });
+    const jobs = await ingest.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active']);
+    const holding = jobs.filter((job) => (job.data as EmbedJobData).changes.some((c) => ids.includes(c.itemId)));
+    expect(holding.map((job) => (job.data as EmbedJobData).changes.length), 'the ten events were split over several jobs: the fetch was answered before they were all there').toEqual([10]);
   });
 });
