@@ -7,7 +7,7 @@ import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batch
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { decodeVector, encodeVector, newJobId, type defaultJobOptions, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import { decodeVector, encodeVector, newJobId, writeJobBytes, type defaultJobOptions, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
 import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
 import type { InflightVectors } from './inflight-vectors.js';
@@ -262,7 +262,7 @@ export class EmbedStage {
       },
       { policy: this.options.retryPolicy },
     );
-    await this.options.writeBudget.record(jobId, Buffer.byteLength(JSON.stringify(writes))).catch((error: unknown) => this.options.logger.warn({ err: (error as Error).message, jobId }, 'could not count a write job against the write queue budget'));
+    await this.options.writeBudget.record(jobId, writeJobBytes(writes)).catch((error: unknown) => this.options.logger.warn({ err: (error as Error).message, jobId }, 'could not count a write job against the write queue budget'));
     this.options.metrics.jobsEnqueued.inc({ queue: 'write' });
   }
 

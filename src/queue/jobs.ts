@@ -81,6 +81,23 @@ export function defaultJobOptions(attempts: number, backoffMs: number): JobsOpti
   };
 }
 
+/** A write's field names, numbers, dates and punctuation in JSON, measured with room to spare. */
+const WRITE_FIELDS_BYTES = 360;
+
+/**
+ * A write job's data size in JSON, estimated from its strings: the vectors dominate it, and
+ * serializing every job a second time only to weigh it cost the embed stage more than the enqueue.
+ * Never below the real size by more than a field's escaping.
+ */
+export function writeJobBytes(writes: ItemWrite[]): number {
+  let bytes = 16;
+  for (const w of writes) {
+    bytes += WRITE_FIELDS_BYTES + Buffer.byteLength(w.itemId) + (w.vector?.length ?? 0) + (w.contentHash?.length ?? 0) + (w.model?.length ?? 0) + (w.updatedAt?.length ?? 0);
+    bytes += (w.heldBy?.length ?? 0) + (w.backfill?.length ?? 0) + (w.text === undefined ? 0 : Buffer.byteLength(w.text)) + Buffer.byteLength(JSON.stringify(w.metadata));
+  }
+  return bytes;
+}
+
 export function encodeVector(vector: Float32Array): string {
   return Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength).toString('base64');
 }
