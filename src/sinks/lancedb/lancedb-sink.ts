@@ -111,7 +111,7 @@ export class LanceDbSink implements VectorSink {
       const row = byId.get(u.itemId);
       if (!row) return [];
       // The vector stays, so does the time it was embedded.
-      const payload = { ...u.payload, embedded_at: u.payload.embedded_at || row.embedded_at };
+      const payload = Object.assign({}, u.payload, { embedded_at: u.payload.embedded_at || row.embedded_at });
       return [{ itemId: u.itemId, vector: Float32Array.from(row.vector as ArrayLike<number>), payload }];
     });
     return { merged, missing };

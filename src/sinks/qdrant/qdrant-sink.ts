@@ -124,7 +124,7 @@ export class QdrantSink implements VectorSink {
     const missing = updates.filter((u) => !embeddedAt.has(pointId(u.itemId))).map((u) => u.itemId);
     const operations = updates
       .filter((u) => embeddedAt.has(pointId(u.itemId)))
-      .map((u) => ({ overwrite_payload: { payload: { ...u.payload, embedded_at: u.payload.embedded_at || (embeddedAt.get(pointId(u.itemId)) ?? '') }, filter: versionGuard([{ itemId: u.itemId, version: u.payload.version }]) } }));
+      .map((u) => ({ overwrite_payload: { payload: Object.assign({}, u.payload, { embedded_at: u.payload.embedded_at || (embeddedAt.get(pointId(u.itemId)) ?? '') }), filter: versionGuard([{ itemId: u.itemId, version: u.payload.version }]) } }));
     return { operations, missing };
   }
 
