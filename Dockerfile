@@ -14,8 +14,11 @@ FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 # V8 grows its heap lazily up to ~4 GiB; the worker's live data is bounded by the jobs it holds
-# (~150-250 MiB), so a bounded old space keeps its RSS under 512 MiB (npm run bench:backlog).
-ENV NODE_OPTIONS=--max-old-space-size=256
+# (~150-250 MiB), so a bounded old space keeps its RSS under 512 MiB with Qdrant
+# (npm run bench:backlog -- --sink qdrant-contract). glibc gives each native thread that allocates
+# an arena of its own; LanceDB's threads then keep ~100 MiB more than they use: two arenas are
+# enough for a worker (bench:backlog on LanceDB: peak RSS 642 -> 545 MiB).
+ENV NODE_OPTIONS=--max-old-space-size=256 MALLOC_ARENA_MAX=2
 # /metrics, /healthz and /readyz on 9464, on every interface: 127.0.0.1 (the default outside a
 # container) is unreachable from outside the container. The read-write queue dashboard shares the
 # port, so it is off unless asked for (it then needs DASHBOARD_PASSWORD or DASHBOARD_PASSWORD_FILE).

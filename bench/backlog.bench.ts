@@ -7,6 +7,7 @@
  *
  *   npm run services:up
  *   npm run bench:backlog -- [--events 1000000] [--seconds 120] [--sink lancedb|qdrant-contract] [--heap-mib 256 (0: Node's default)]
+ *                            [--malloc-arenas 2 (0: glibc's default)]
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -24,6 +25,8 @@ const { values: args } = parseArgs({
     sink: { type: 'string', default: 'lancedb' },
     /** The worker's V8 old space, as the Dockerfile sets it (0: Node's default, about 4 GiB). */
     'heap-mib': { type: 'string', default: '256' },
+    /** glibc's malloc arenas in the worker, as the Dockerfile sets them (0: glibc's default, 8 per core). */
+    'malloc-arenas': { type: 'string', default: '2' },
   },
 });
 
@@ -67,7 +70,8 @@ try {
   });
   const heapMib = Number(args['heap-mib']);
   const nodeOptions = heapMib > 0 ? `--max-old-space-size=${heapMib}` : '';
-  const worker = spawnWorker('ingest,embed,write', { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions });
+  const arenas = args['malloc-arenas'] === '0' ? {} : { MALLOC_ARENA_MAX: args['malloc-arenas'] };
+  const worker = spawnWorker('ingest,embed,write', { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions, ...arenas });
   cleanup.add('worker process', async () => {
     if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
     await worker.exited;
@@ -97,7 +101,7 @@ try {
   await sink.close();
   log('');
   printTable([
-    ['worker peak RSS (MiB)', fmt(peak), `sampled every 500 ms over ${seconds} s; ${nodeOptions || "Node's default heap limit"}`],
+    ['worker peak RSS (MiB)', fmt(peak), `sampled every 500 ms over ${seconds} s; ${nodeOptions || "Node's default heap limit"}; MALLOC_ARENA_MAX=${arenas.MALLOC_ARENA_MAX ?? "glibc's default"}`],
     ['events consumed', fmt(Number(args.events) - lag), `of ${args.events}; ${fmt(lag)} still waiting in Kafka`],
     ['items in the sink', fmt(written), `${fmt(written / seconds)} items/s`],
     ['most jobs waiting', fmt(maxJobs), `embed + write queues; QUEUE_HIGH_WATER=${services.config.redis.highWater}`],

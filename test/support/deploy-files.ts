@@ -12,8 +12,8 @@ import { Metrics } from '../../src/observability/metrics.js';
 export const ROOT = new URL('../../', import.meta.url).pathname;
 const K8S_DIR = join(ROOT, 'deploy/k8s');
 
-/** Set by the runtime or the image, not settings of the indexer. */
-const RUNTIME_ENV = new Set(['NODE_OPTIONS', 'NODE_ENV']);
+/** Read by Node or glibc, set by the image: not settings of the indexer. */
+const RUNTIME_ENV = new Set(['NODE_OPTIONS', 'NODE_ENV', 'MALLOC_ARENA_MAX']);
 
 // Loose shapes: only the fields the tests read.
 export interface HttpProbe {
