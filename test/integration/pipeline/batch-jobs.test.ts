@@ -60,9 +60,12 @@ describe('batch jobs', () => {
     expect(stub.served.flatMap((r) => r.inputs)).toHaveLength(20);
   });
 
-  it('never pays twice for a text whose vector waits in the write queue (a metadata-only change right after a new text)', async () => {
+  it.each([
+    ['the process that bought it (from its memory)', false],
+    ['another process (read back from the waiting write job)', true],
+  ])('never pays twice for a text whose vector waits in the write queue (a metadata-only change right after a new text), taken by %s', async (_who, restartFront) => {
     const { stub, config, produce } = await setup();
-    const front = await start(config, ['ingest', 'embed']);
+    let front = await start(config, ['ingest', 'embed']);
     let writer = await start(config, ['write']);
     await produce([event('pending-1', 1, 'text A', { price: 1 })]);
     await waitFor('v1 written', async () => (await writer.sink?.retrieve(['pending-1']))?.[0]?.payload.version === 1);
@@ -72,6 +75,11 @@ describe('batch jobs', () => {
     // the price, so it needs B's vector too: it is taken from the waiting job, not bought again.
     await produce([event('pending-1', 2, 'text B', { price: 2 })]);
     await waitFor('v2 bought', () => stub.served.flatMap((r) => r.inputs).includes('text B'));
+    await waitFor('v2 queued for writing', async () => (await front.writeQueue.getWaitingCount()) === 1);
+    if (restartFront) {
+      await front.close();
+      front = await start(config, ['ingest', 'embed']);
+    }
     await produce([event('pending-1', 3, 'text B', { price: 3 })]);
     await waitFor('v3 queued for writing', async () => (await front.writeQueue.getWaitingCount()) === 2);
 

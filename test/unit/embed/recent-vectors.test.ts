@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { RecentVectors } from '../../../src/embed/recent-vectors.js';
+
+describe('RecentVectors', () => {
+  it('gives back what it remembers, and forgets the oldest purchases past its byte bound', () => {
+    const recent = new RecentVectors(3 * (1 + 10));
+    for (const hash of ['a', 'b', 'c']) recent.remember(hash, hash.repeat(10));
+    expect(recent.get('a')).toBe('aaaaaaaaaa');
+    recent.remember('d', 'd'.repeat(10));
+    expect([recent.get('a'), recent.get('b'), recent.get('c'), recent.get('d')]).toEqual([undefined, 'bbbbbbbbbb', 'cccccccccc', 'dddddddddd']);
+    expect(recent.size).toBe(3);
+  });
+
+  it('counts a hash remembered again once, as its latest vector, and keeps it as the newest', () => {
+    const recent = new RecentVectors(2 * (1 + 10));
+    recent.remember('a', 'x'.repeat(10));
+    recent.remember('b', 'b'.repeat(10));
+    recent.remember('a', 'y'.repeat(10));
+    recent.remember('c', 'c'.repeat(10));
+    expect([recent.get('a'), recent.get('b'), recent.get('c')]).toEqual(['yyyyyyyyyy', undefined, 'cccccccccc']);
+  });
+
+  it('keeps nothing larger than its bound', () => {
+    const recent = new RecentVectors(5);
+    recent.remember('a', 'too long for the bound');
+    expect(recent.get('a')).toBeUndefined();
+    expect(recent.size).toBe(0);
+  });
+});
