@@ -175,6 +175,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sasl = { mechanism: s.KAFKA_SASL_MECHANISM, username: s.KAFKA_SASL_USERNAME, password: s.KAFKA_SASL_PASSWORD };
     }
   }
+  // kafkajs heartbeats only between fetches: a fetch held past the session timeout drops the consumer from its group on every idle poll.
+  if (s.KAFKA_FETCH_MAX_WAIT_MS * 2 > s.KAFKA_SESSION_TIMEOUT_MS) {
+    problems.push({ variable: 'KAFKA_FETCH_MAX_WAIT_MS', message: `${s.KAFKA_FETCH_MAX_WAIT_MS} is more than half of KAFKA_SESSION_TIMEOUT_MS=${s.KAFKA_SESSION_TIMEOUT_MS}: the ingest consumer heartbeats only between fetches, and the brokers would drop it from its group while they hold a fetch. Lower KAFKA_FETCH_MAX_WAIT_MS or raise KAFKA_SESSION_TIMEOUT_MS` });
+  }
   // The dashboard retries and removes jobs: never served beyond this machine without a login.
   if (s.METRICS_PORT !== undefined && s.DASHBOARD_ENABLED && !s.DASHBOARD_PASSWORD && !isLoopbackHost(s.METRICS_HOST)) {
     problems.push({ variable: 'DASHBOARD_PASSWORD', message: `required when METRICS_HOST=${s.METRICS_HOST} (not a loopback address) serves the read-write queue dashboard: set DASHBOARD_PASSWORD (or DASHBOARD_PASSWORD_FILE), or turn the dashboard off with DASHBOARD_ENABLED=false, or bind METRICS_HOST=127.0.0.1` });

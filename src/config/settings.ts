@@ -68,7 +68,7 @@ export const SETTINGS = {
   KAFKA_CLIENT_ID: setting('kafka', name, 'embedding-indexer', 'Client id sent to the brokers.'),
   KAFKA_SESSION_TIMEOUT_MS: setting('kafka', int(6000, 300000), '30000', 'How long the brokers wait for an ingest consumer\'s heartbeat before giving its partitions to another (6000 is the brokers\' usual minimum). A batch that waits on Redis longer loses its partition to a rebalance and is read again; nothing is lost.'),
   KAFKA_FETCH_MIN_BYTES: setting('kafka', int(1, 10_485_760), '65536', 'The broker answers an ingest fetch once it holds this many bytes (or KAFKA_FETCH_MAX_WAIT_MS passed): at a modest rate, events then arrive in batches large enough to make embed jobs worth their Redis round trips. 1 answers at once with whatever is there.'),
-  KAFKA_FETCH_MAX_WAIT_MS: setting('kafka', int(0, 10_000), '100', 'The longest the broker holds an ingest fetch waiting for KAFKA_FETCH_MIN_BYTES: the most it adds to an event\'s latency.'),
+  KAFKA_FETCH_MAX_WAIT_MS: setting('kafka', int(10, 10_000), '100', 'The longest the broker holds an ingest fetch waiting for KAFKA_FETCH_MIN_BYTES: the most it adds to an event\'s latency, and how often an idle consumer fetches again (below 10 it fetches in a busy loop). At most half of KAFKA_SESSION_TIMEOUT_MS: the consumer heartbeats only between fetches.'),
   KAFKA_FROM_BEGINNING: setting('kafka', bool, 'true', 'A new consumer group starts at the earliest offset (false: only new events).'),
   KAFKA_SSL: setting('kafka', bool, 'false', 'Connect to the brokers over TLS.'),
   KAFKA_SASL_MECHANISM: setting('kafka', z.enum(['none', 'plain', 'scram-sha-256', 'scram-sha-512']), 'none', 'SASL mechanism for the brokers.'),

@@ -87,15 +87,21 @@ const WRITE_FIELDS_BYTES = 360;
 /**
  * A write job's data size in JSON, estimated from its strings: the vectors dominate it, and
  * serializing every job a second time only to weigh it cost the embed stage more than the enqueue.
- * Never below the real size by more than a field's escaping.
+ * Never below the real size: strings from the source (id, text, model) are measured as JSON writes
+ * them, since a quote, newline or control character takes two to six bytes there.
  */
 export function writeJobBytes(writes: ItemWrite[]): number {
   let bytes = 16;
   for (const w of writes) {
-    bytes += WRITE_FIELDS_BYTES + Buffer.byteLength(w.itemId) + (w.vector?.length ?? 0) + (w.contentHash?.length ?? 0) + (w.model?.length ?? 0) + (w.updatedAt?.length ?? 0);
-    bytes += (w.heldBy?.length ?? 0) + (w.backfill?.length ?? 0) + (w.text === undefined ? 0 : Buffer.byteLength(w.text)) + Buffer.byteLength(JSON.stringify(w.metadata));
+    bytes += WRITE_FIELDS_BYTES + jsonStringBytes(w.itemId) + (w.vector?.length ?? 0) + (w.contentHash?.length ?? 0) + (w.model === undefined ? 0 : jsonStringBytes(w.model)) + (w.updatedAt?.length ?? 0);
+    bytes += (w.heldBy?.length ?? 0) + (w.backfill?.length ?? 0) + (w.text === undefined ? 0 : jsonStringBytes(w.text)) + Buffer.byteLength(JSON.stringify(w.metadata));
   }
   return bytes;
+}
+
+/** A string's bytes as JSON holds it, quotes and escapes included (exact for lone surrogates too). */
+function jsonStringBytes(value: string): number {
+  return Buffer.byteLength(JSON.stringify(value));
 }
 
 export function encodeVector(vector: Float32Array): string {

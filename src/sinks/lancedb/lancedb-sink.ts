@@ -3,7 +3,7 @@ import { Bool, Field, FixedSizeList, Float32, Float64, makeData, RecordBatch, Sc
 import { SchemaMismatchError, SinkError } from '../../core/errors.js';
 import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
-import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkBatch, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+import { withFields, type CollectionSpec, type Payload, type PayloadUpdate, type SearchHit, type SinkBatch, type SinkDelete, type SinkRecord, type StoredRecord, type VectorSink } from '../vector-sink.js';
 
 const LANCE_DISTANCE: Record<Distance, 'cosine' | 'dot' | 'l2'> = { cosine: 'cosine', dot: 'dot', euclid: 'l2' };
 const DISTANCE_KEY = 'indexer.distance';
@@ -111,7 +111,7 @@ export class LanceDbSink implements VectorSink {
       const row = byId.get(u.itemId);
       if (!row) return [];
       // The vector stays, so does the time it was embedded.
-      const payload = Object.assign({}, u.payload, { embedded_at: u.payload.embedded_at || row.embedded_at });
+      const payload = withFields(u.payload, { embedded_at: u.payload.embedded_at || row.embedded_at });
       return [{ itemId: u.itemId, vector: Float32Array.from(row.vector as ArrayLike<number>), payload }];
     });
     return { merged, missing };

@@ -2,7 +2,7 @@ import { QdrantClient } from '@qdrant/js-client-rest';
 import { SchemaMismatchError, SinkError } from '../../core/errors.js';
 import type { Distance } from '../../config/config.js';
 import { pointId } from '../point-id.js';
-import type { CollectionSpec, Payload, PayloadUpdate, SearchHit, SinkBatch, SinkDelete, SinkRecord, StoredRecord, VectorSink } from '../vector-sink.js';
+import { withFields, type CollectionSpec, type Payload, type PayloadUpdate, type SearchHit, type SinkBatch, type SinkDelete, type SinkRecord, type StoredRecord, type VectorSink } from '../vector-sink.js';
 
 /** Qdrant 1.16 added conditional updates (update_filter), which the version guards need. */
 const MIN_QDRANT_MINOR = 16;
@@ -124,7 +124,7 @@ export class QdrantSink implements VectorSink {
     const missing = updates.filter((u) => !embeddedAt.has(pointId(u.itemId))).map((u) => u.itemId);
     const operations = updates
       .filter((u) => embeddedAt.has(pointId(u.itemId)))
-      .map((u) => ({ overwrite_payload: { payload: Object.assign({}, u.payload, { embedded_at: u.payload.embedded_at || (embeddedAt.get(pointId(u.itemId)) ?? '') }), filter: versionGuard([{ itemId: u.itemId, version: u.payload.version }]) } }));
+      .map((u) => ({ overwrite_payload: { payload: withFields(u.payload, { embedded_at: u.payload.embedded_at || (embeddedAt.get(pointId(u.itemId)) ?? '') }), filter: versionGuard([{ itemId: u.itemId, version: u.payload.version }]) } }));
     return { operations, missing };
   }
 
