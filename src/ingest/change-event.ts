@@ -35,6 +35,8 @@ export interface RawMessage {
 }
 
 const MAX_ID_LENGTH = 512;
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Reads `a.b.c` from nested objects; a key that itself contains dots is tried whole first. */
 export function readPath(source: unknown, path: string): unknown {
@@ -106,6 +108,11 @@ function parseItemId(body: Record<string, unknown>, key: Buffer | null, mapping:
   }
   if (id.length === 0 || id.length > MAX_ID_LENGTH) {
     throw new InvalidEventError(`field "${mapping.idField}" must be 1 to ${MAX_ID_LENGTH} characters long, got ${id.length}`, mapping.idField);
+  }
+  if (LONE_SURROGATE.test(id)) {
+    // Half a UTF-16 pair has no UTF-8 form: the point id (a UUIDv5 of its bytes) cannot be made,
+    // and the write job carrying it would fail for its batch-mates as well.
+    throw new InvalidEventError(`field "${mapping.idField}" holds half of a UTF-16 surrogate pair (${JSON.stringify(id)}), which has no UTF-8 form: send the id as valid Unicode`, mapping.idField);
   }
   if (fromKey !== undefined && fromKey.id !== id) {
     // Per-item ordering rests on key = item id: a mismatch would let two partitions hold one item.

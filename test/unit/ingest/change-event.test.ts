@@ -60,6 +60,15 @@ describe('parseChangeEvent', () => {
     expect(error.canRetry).toBe(false);
   });
 
+  it('refuses an id holding half of a UTF-16 surrogate pair (it has no UTF-8 form, so no point id), and accepts a whole pair', () => {
+    for (const id of ['\ud800', 'sku-\udc00-1', 'a\udbff']) {
+      const error = refusal(`{"id":${JSON.stringify(id)},"op":"upsert","version":1,"text":"x"}`);
+      expect(error.details?.field).toBe('id');
+      expect(error.message).toMatch(/surrogate/);
+    }
+    expect(parseChangeEvent(message({ id: 'sku-😀', op: 'upsert', version: 1, text: 'x' }), mapping).itemId).toBe('sku-😀');
+  });
+
   it('refuses oversized events and Kafka tombstones', () => {
     expect(refusal({ id: 'a', text: 'x'.repeat(200) }, { ...mapping, maxBytes: 100 }).message).toMatch(/over EVENT_MAX_BYTES=100/);
     expect(refusal(null).message).toMatch(/tombstone/);
