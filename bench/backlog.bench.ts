@@ -70,8 +70,11 @@ try {
   });
   const heapMib = Number(args['heap-mib']);
   const nodeOptions = heapMib > 0 ? `--max-old-space-size=${heapMib}` : '';
-  const arenas = args['malloc-arenas'] === '0' ? {} : { MALLOC_ARENA_MAX: args['malloc-arenas'] };
-  const worker = spawnWorker('ingest,embed,write', { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions, ...arenas });
+  const arenas: { MALLOC_ARENA_MAX?: string } = args['malloc-arenas'] === '0' ? {} : { MALLOC_ARENA_MAX: String(positiveInt('--malloc-arenas', args['malloc-arenas'])) };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions, ...arenas };
+  // 0 means glibc's default: not whatever this shell happens to set.
+  if (arenas.MALLOC_ARENA_MAX === undefined) delete env.MALLOC_ARENA_MAX;
+  const worker = spawnWorker('ingest,embed,write', env);
   cleanup.add('worker process', async () => {
     if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
     await worker.exited;

@@ -649,6 +649,7 @@ async function main(): Promise<void> {
   });
   const workers = Number(args.workers);
   if (workers !== 1 && workers !== 2) throw new Error(`--workers must be 1 or 2, got "${args.workers}"`);
+  if (workers === 1 && args.roles !== undefined) throw new Error('--roles splits the roles over two processes: use it with --workers 2 (--workers 1 runs every role in this process)');
   const rate = args.rate === undefined ? undefined : nonNegative('--rate', args.rate);
   if (rate === 0) throw new Error('--rate must be above 0');
   const stubLatencyMs = nonNegative('--stub-latency-ms', args['stub-latency-ms']);
