@@ -43,7 +43,9 @@ export function runIndexer(env: Record<string, string>, ...args: string[]): Prom
 
 /** Starts `workers/indexer-worker.ts` as a real process (through tsx), capturing its output. */
 export function spawnWorker(roles: string, env: Record<string, string | undefined>): WorkerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/indexer-worker.ts', roles], {
+  // WORKER_NODE_ARGS: flags Node refuses in NODE_OPTIONS, e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile the bench's workers.
+  const nodeArgs = (process.env.WORKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'workers/indexer-worker.ts', roles], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
