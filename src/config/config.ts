@@ -256,7 +256,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       embedConcurrency: s.EMBED_CONCURRENCY,
       embedLingerMs: s.EMBED_BATCH_LINGER_MS,
       writeConcurrency: s.WRITE_CONCURRENCY,
-      writeBatchSize: s.WRITE_BATCH_SIZE ?? (sinkKind === 'lancedb' ? 1024 : 256),
+      writeBatchSize: s.WRITE_BATCH_SIZE ?? (sinkKind === 'lancedb' ? 2048 : 256),
       writeLingerMs: s.WRITE_BATCH_LINGER_MS,
       writeQueueMaxBytes: s.WRITE_QUEUE_MAX_BYTES,
     },

@@ -139,7 +139,7 @@ export const SETTINGS = {
   EMBED_CONCURRENCY: setting('workers', int(1, 10000), '32', 'Embed jobs held at once per process; their changes are grouped into embeddings requests of EMBEDDINGS_BATCH_SIZE.'),
   EMBED_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial embeddings batch waits for more jobs.'),
   WRITE_CONCURRENCY: setting('workers', int(1, 10000), '32', 'Write jobs (one per embeddings request) held at once per process; their writes are grouped into sink batches.'),
-  WRITE_BATCH_SIZE: setting('workers', int(1, 10000).optional(), undefined, 'Most points per sink write (default 1024 for LanceDB, where every write is a commit, and 256 for Qdrant, which advises 64-256 and caps a request at 32 MB).'),
+  WRITE_BATCH_SIZE: setting('workers', int(1, 10000).optional(), undefined, 'Most points per sink write (default 2048 for LanceDB, where every write is a commit whose cost grows with the table more than with the batch, and 256 for Qdrant, which advises 64-256 and caps a request at 32 MB).'),
   WRITE_QUEUE_MAX_BYTES: setting('workers', int(65536), '268435456', 'Most bytes the write queue may hold (its jobs carry vectors): while it holds more, embed jobs wait in their queue instead of buying more vectors, so a long sink outage cannot fill Redis. Each process may overshoot by the write jobs its embeddings requests in flight produce.'),
   WRITE_BATCH_LINGER_MS: setting('workers', int(0, 60000), '50', 'How long a partial sink batch waits for more jobs.'),
 
