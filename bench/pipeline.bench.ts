@@ -650,6 +650,7 @@ async function main(): Promise<void> {
   const workers = Number(args.workers);
   if (workers !== 1 && workers !== 2) throw new Error(`--workers must be 1 or 2, got "${args.workers}"`);
   if (workers === 1 && args.roles !== undefined) throw new Error('--roles splits the roles over two processes: use it with --workers 2 (--workers 1 runs every role in this process)');
+  const roles = workers === 2 ? processRoles(args.roles, args.sink) : [];
   const rate = args.rate === undefined ? undefined : nonNegative('--rate', args.rate);
   if (rate === 0) throw new Error('--rate must be above 0');
   const stubLatencyMs = nonNegative('--stub-latency-ms', args['stub-latency-ms']);
@@ -735,7 +736,6 @@ async function main(): Promise<void> {
       cleanup.add('pipeline', () => started.close());
     } else {
       const env = { ...process.env, ...services.overrides, KAFKA_BROKERS: config.kafka.brokers.join(','), REDIS_URL: config.redis.url, LOG_LEVEL: 'warn' };
-      const roles = processRoles(args.roles, args.sink);
       for (const [i, r] of roles.entries()) {
         const metricsPort = await freePort();
         const worker = spawnWorker(r, { ...env, METRICS_PORT: String(metricsPort) });
@@ -789,7 +789,7 @@ async function main(): Promise<void> {
     let production: Promise<number> | undefined;
     let productionError: unknown;
     if (mode === 'rate') {
-      await waitForStableGroup(services, workers === 1 ? 1 : processRoles(args.roles, args.sink).filter((r) => r.split(',').includes('ingest')).length);
+      await waitForStableGroup(services, workers === 1 ? 1 : roles.filter((r) => r.split(',').includes('ingest')).length);
       log(`  pipeline ready; producing ${events} events at ${rate} events/s (about ${((events / (rate ?? 1)) || 0).toFixed(0)} s)`);
     }
 

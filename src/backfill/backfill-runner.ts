@@ -58,7 +58,6 @@ interface PageCounts {
   skipped: number;
 }
 
-
 interface EmbedJobSpec {
   name: string;
   data: EmbedJobData;
@@ -348,7 +347,7 @@ export class BackfillRunner {
       const slice = writes.slice(i, i + per);
       const jobId = newJobId('w');
       for (const w of slice) w.heldBy = jobId;
-      await this.options.inflight.announce(slice.map((w) => w.contentHash as string), jobId);
+      await this.options.inflight.announce(slice, jobId);
       await this.options.store.addJobs([backfillId], [jobId]);
       await this.options.writeQueue.add('writes', { writes: slice }, { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY });
     }

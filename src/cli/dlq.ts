@@ -251,7 +251,7 @@ class DeadLetterRetrier {
       const slice = parsed.slice(i, i + per);
       const jobId = newJobId('w');
       const writes = slice.map(({ write }) => ({ ...write, heldBy: jobId }));
-      await this.inflight.announce(writes.flatMap((w) => (w.op === 'upsert' && w.contentHash ? [w.contentHash] : [])), jobId);
+      await this.inflight.announce(writes, jobId);
       await this.writeQueue.add('dlq-retry', { writes }, { ...this.jobOptions, jobId });
       await this.store.remove(slice.map((p) => p.id));
       report.stages.write.retried += slice.length;

@@ -12,7 +12,6 @@ import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
 import type { InflightVectors } from './inflight-vectors.js';
 import { RecentPurchases } from './recent-purchases.js';
-import { RecentVectors } from './recent-vectors.js';
 import type { EmbeddingProvider } from './provider.js';
 import type { PreparedText, Tokenizer } from './tokenizer.js';
 import type { UsageStore } from './usage.js';
@@ -21,8 +20,6 @@ import { checkVector } from './vectors.js';
 
 /** A job deferred by a paused queue looks again this often; a paused queue does not hand it out meanwhile. */
 const PAUSED_RECHECK_MS = 5_000;
-/** The vectors remembered for reuse while they wait in the write queue: 16 MiB of base64. */
-const RECENT_VECTORS_MAX_BYTES = 16 * 2 ** 20;
 /** An embed job held back by a full write queue looks again this often. */
 const WRITE_QUEUE_FULL_RECHECK_MS = 1_000;
 
@@ -76,8 +73,6 @@ export class EmbedStage {
   private readonly batcher: MicroBatcher<PreparedTask, void>;
   /** Texts being bought, or just bought, by batches of this process. */
   private readonly purchases = new RecentPurchases<Outcome<Float32Array>>();
-  /** Vectors this process put in write jobs lately: reused without reading their job back. */
-  private readonly recent = new RecentVectors(RECENT_VECTORS_MAX_BYTES);
   /** The pause in progress: batches failing together pause (and say so) once. */
   private pausing: Promise<void> | undefined;
 
@@ -142,19 +137,9 @@ export class EmbedStage {
     const alreadyEmbedded = (i: number) => sinkHolds(hashes[i], provider.model, states[i] as ItemState);
     const needsVector = (i: number) => (tasks[i] as PreparedTask).change.op === 'upsert' && !superseded(i) && !alreadyEmbedded(i);
 
-    // A vector bought earlier and still waiting in the write queue is taken from there (from this
-    // process's memory when it put it there).
+    // A vector bought earlier and still waiting in the write queue is taken from there.
     const wanted = new Set(tasks.flatMap((_, i) => (needsVector(i) ? [hashes[i] as string] : [])));
-    const remembered = new Map<string, string>();
-    const toRead = new Map<string, string>();
-    for (const [hash, job] of inflight) {
-      if (!wanted.has(hash)) continue;
-      const vector = this.recent.get(hash);
-      if (vector === undefined) toRead.set(hash, job);
-      else remembered.set(hash, vector);
-    }
-    const reused = await this.options.inflight.vectorsFrom(toRead);
-    for (const [hash, vector] of remembered) reused.set(hash, vector);
+    const reused = await this.options.inflight.vectorsFrom(new Map([...inflight].filter(([hash]) => wanted.has(hash))));
     // A write job announced at the first read may have finished since (its vector is now in the
     // sink, the job gone): those items' state is read again, so the vector is not bought twice.
     const vanished = tasks.flatMap((_, i) => (needsVector(i) && inflight.has(hashes[i] as string) && !reused.has(hashes[i] as string) ? [i] : []));
@@ -267,19 +252,17 @@ export class EmbedStage {
   private async enqueueWrites(writes: ItemWrite[]): Promise<void> {
     const jobId = newJobId('w');
     for (const write of writes) write.heldBy = jobId;
-    const vectors = writes.flatMap((w) => (w.op === 'upsert' && w.contentHash ? [w.contentHash] : []));
     // A write job of backfill rows only waits behind live ones, and counts in its backfills' work in flight.
     const backfills = writes.flatMap((w) => (w.backfill === undefined ? [] : [w.backfill]));
     const priority = backfills.length === writes.length ? { priority: BACKFILL_PRIORITY } : {};
     await withRetry(
       async () => {
-        await this.options.inflight.announce(vectors, jobId);
+        await this.options.inflight.announce(writes, jobId);
         if (backfills.length > 0) await this.options.backfills.addJobs(backfills, [jobId]);
         await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
       },
       { policy: this.options.retryPolicy },
     );
-    for (const write of writes) if (write.op === 'upsert' && write.contentHash && write.vector) this.recent.remember(write.contentHash, write.vector);
     await this.options.writeBudget.record(jobId, writeJobBytes(writes)).catch((error: unknown) => this.options.logger.warn({ err: (error as Error).message, jobId }, 'could not count a write job against the write queue budget'));
     this.options.metrics.jobsEnqueued.inc({ queue: 'write' });
   }

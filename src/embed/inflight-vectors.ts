@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { WRITE_QUEUE, type WriteJobData } from '../queue/jobs.js';
+import { WRITE_QUEUE, type ItemWrite, type WriteJobData } from '../queue/jobs.js';
+import { RecentVectors } from './recent-vectors.js';
 
 // KEYS[1]: the in-flight hash. ARGV: pairs of content hash and write job id. Deletes each hash's
 // entry only while it still names that job: another write job holding the same text (another
@@ -18,6 +19,8 @@ return #stale`;
 
 /** Lua's unpack takes a few thousand values at most: longer lists go in slices. */
 const SLICE = 2000;
+/** The vectors a process keeps of the write jobs it announced: 16 MiB of base64. */
+const RECENT_VECTORS_MAX_BYTES = 16 * 2 ** 20;
 
 /**
  * Which write job holds the vector of a text that was bought and is not written yet, by content
@@ -35,6 +38,8 @@ const SLICE = 2000;
  */
 export class InflightVectors {
   readonly key: string;
+  /** The vectors of the write jobs this process announced: read without reading their job back. */
+  private readonly recent = new RecentVectors(RECENT_VECTORS_MAX_BYTES);
 
   constructor(
     private readonly redis: Redis,
@@ -56,12 +61,20 @@ export class InflightVectors {
   }
 
   /**
-   * The vectors (base64 float32) that the given write jobs still hold for the wanted hashes. Hints
-   * pointing to jobs that no longer exist are removed.
+   * The vectors (base64 float32) that the given write jobs still hold for the wanted hashes: from
+   * this process's memory when it announced them, else read from the jobs (a job holds every vector
+   * of its request, so reading one back costs them all). Hints pointing to jobs that no longer
+   * exist are removed.
    */
   async vectorsFrom(jobsByHash: Map<string, string>): Promise<Map<string, string>> {
     const vectors = new Map<string, string>();
-    const jobIds = [...new Set(jobsByHash.values())];
+    const toRead = new Map<string, string>();
+    for (const [hash, job] of jobsByHash) {
+      const vector = this.recent.get(hash);
+      if (vector === undefined) toRead.set(hash, job);
+      else vectors.set(hash, vector);
+    }
+    const jobIds = [...new Set(toRead.values())];
     if (jobIds.length === 0) return vectors;
     const pipeline = this.redis.pipeline();
     for (const id of jobIds) pipeline.hget(`${this.prefix}:${WRITE_QUEUE}:${id}`, 'data');
@@ -73,17 +86,22 @@ export class InflightVectors {
         return;
       }
       for (const write of (JSON.parse(raw) as WriteJobData).writes) {
-        if (write.op === 'upsert' && write.contentHash && write.vector && jobsByHash.has(write.contentHash)) vectors.set(write.contentHash, write.vector);
+        if (write.op === 'upsert' && write.contentHash && write.vector && toRead.has(write.contentHash)) vectors.set(write.contentHash, write.vector);
       }
     });
-    await this.forget([...jobsByHash].filter(([, job]) => gone.includes(job)).map(([hash, job]) => ({ hash, job })));
+    await this.forget([...toRead].filter(([, job]) => gone.includes(job)).map(([hash, job]) => ({ hash, job })));
     return vectors;
   }
 
-  /** Before a write job is added: its vectors are findable by hash while it waits. */
-  async announce(hashes: string[], writeJobId: string): Promise<void> {
-    if (hashes.length === 0) return;
-    await this.redis.hset(this.key, Object.fromEntries(hashes.map((h) => [h, writeJobId])));
+  /**
+   * Before a write job is added: the vectors of its upserts are findable by hash while it waits,
+   * and this process keeps them at hand.
+   */
+  async announce(writes: ItemWrite[], writeJobId: string): Promise<void> {
+    const held = writes.filter((w) => w.op === 'upsert' && w.contentHash !== undefined && w.vector !== undefined);
+    if (held.length === 0) return;
+    await this.redis.hset(this.key, Object.fromEntries(held.map((w) => [w.contentHash, writeJobId])));
+    for (const w of held) this.recent.remember(w.contentHash as string, w.vector as string);
   }
 
   /** After vectors are written: the jobs that held them no longer do (entries naming other jobs stay). */

@@ -97,7 +97,6 @@ export async function applyTruncateMarks(tables: TableTruncates, newest: Map<str
   }
 }
 
-
 /** Item ids per page of a truncated table's members. */
 const TRUNCATE_PAGE = 500;
 

@@ -130,11 +130,9 @@ for i, key in ipairs(KEYS) do
     local version = tonumber(ARGV[base + 2])
     local current = tonumber(state[1])
     if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
-      if leased then
-        redis.call('HSET', key, 'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5], 'wl', '')
-      else
-        redis.call('HSET', key, 'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5])
-      end
+      local fields = {'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5]}
+      if leased then fields[#fields + 1] = 'wl'; fields[#fields + 1] = '' end
+      redis.call('HSET', key, unpack(fields))
       recorded = true
       if del == '1' then redis.call('EXPIRE', key, retention)
       elseif state[2] == '1' then redis.call('PERSIST', key) end
@@ -148,8 +146,7 @@ return #KEYS`;
 // KEYS: state hashes. ARGV[1]: the writer's id, ARGV[2]: the lease in ms. Takes (or renews) each
 // item's write lease unless another writer holds an unexpired one, and returns per key the lease
 // taken (1 or 0), what the sink holds (wv, del) and the newest change accepted (seen, sd), '' for none. The lease is `<writer>|<expiry>`
-// (empty or absent: free)
-// in the item's own hash, on Redis's clock: one script call per batch, no extra keys.
+// in the item's own hash (empty or absent: free), on Redis's clock: one script call per batch, no extra keys.
 const CLAIM_FOR_WRITE = `
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)

@@ -266,13 +266,7 @@ function toArrowTable(schema: Schema, records: SinkRecord[]): Table {
 export function columnData(values: unknown[], type: DataType): Data {
   if (type instanceof Utf8) return utf8Data(values as (string | null | undefined)[]);
   if (type instanceof Float64) return makeData({ type, length: values.length, nullCount: 0, data: Float64Array.from(values as number[]) });
-  if (type instanceof Bool) {
-    const bits = new Uint8Array((values.length + 7) >> 3);
-    values.forEach((value, i) => {
-      if (value) bits[i >> 3] = (bits[i >> 3] as number) | (1 << (i & 7));
-    });
-    return makeData({ type, length: values.length, nullCount: 0, data: bits });
-  }
+  if (type instanceof Bool) return makeData({ type, length: values.length, nullCount: 0, data: bitmap(values, Boolean) });
   return vectorFromArray(values, type).data[0] as Data;
 }
 
@@ -290,14 +284,17 @@ function utf8Data(values: (string | null | undefined)[]): Data<Utf8> {
   values.forEach((value, i) => {
     if (value != null) data.write(value, offsets[i] as number, 'utf8');
   });
-  let validity: Uint8Array | undefined;
-  if (nulls > 0) {
-    validity = new Uint8Array((values.length + 7) >> 3);
-    values.forEach((value, i) => {
-      if (value != null) validity![i >> 3] = (validity![i >> 3] as number) | (1 << (i & 7));
-    });
-  }
+  const validity = nulls > 0 ? bitmap(values, (value) => value != null) : undefined;
   return makeData({ type: new Utf8(), length: values.length, nullCount: nulls, nullBitmap: validity, valueOffsets: offsets, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+}
+
+/** Arrow's bit-packed form (booleans, validity): bit i set where `isSet` holds for value i. */
+function bitmap<T>(values: T[], isSet: (value: T) => boolean): Uint8Array {
+  const bits = new Uint8Array((values.length + 7) >> 3);
+  values.forEach((value, i) => {
+    if (isSet(value)) bits[i >> 3] = (bits[i >> 3] as number) | (1 << (i & 7));
+  });
+  return bits;
 }
 
 function splitPayload(payload: Payload) {

@@ -23,3 +23,20 @@ describe('writeJobBytes', () => {
     expect(writeJobBytes(job)).toBeLessThanOrEqual(exact + 400 * 128);
   });
 });
+
+// BullMQ stores the job as JSON: a text or id whose characters JSON escapes (quotes, backslashes,
+// newlines, control characters, lone surrogates) takes up to six bytes per character in Redis,
+// and the write queue's byte budget (WRITE_QUEUE_MAX_BYTES) is charged what writeJobBytes says.
+describe('writeJobBytes against texts that JSON escapes', () => {
+  const payload = (itemId: string, text: string): ItemWrite => ({ ...base, itemId, op: 'payload', metadata: {}, contentHash: 'f'.repeat(64), model: 'm', vector: undefined, embeddedAt: undefined, text, versionSource: 'version', textTokens: 1, truncated: false, heldBy: 'wAbCdEfGhIjKl' });
+
+  it.each([
+    ['quotes and backslashes', '"\\'.repeat(20_000)],
+    ['newlines and tabs (source code, CSV)', 'a\n\tb\r\n'.repeat(10_000)],
+    ['control characters', '\u0001\u0002\u001f'.repeat(10_000)],
+    ['lone surrogates', '\ud800x\udfff'.repeat(10_000)],
+  ])('never counts a payload write of %s below its JSON size', (_what, text) => {
+    const job = [payload('sku-"1"\n', text)];
+    expect(writeJobBytes(job)).toBeGreaterThanOrEqual(Buffer.byteLength(JSON.stringify({ writes: job })));
+  });
+});
