@@ -17,6 +17,8 @@ export interface Config {
     /** The broker holds a fetch until this many bytes are there, or fetchMaxWaitMs passed. */
     fetchMinBytes: number;
     fetchMaxWaitMs: number;
+    /** Partitions' batches handled at once, and enqueued together (BatchRounds). */
+    partitionsAtOnce: number;
     ssl: boolean;
     sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string } | undefined;
   };
@@ -195,6 +197,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sessionTimeoutMs: s.KAFKA_SESSION_TIMEOUT_MS,
       fetchMinBytes: s.KAFKA_FETCH_MIN_BYTES,
       fetchMaxWaitMs: s.KAFKA_FETCH_MAX_WAIT_MS,
+      partitionsAtOnce: s.KAFKA_PARTITIONS_AT_ONCE,
       ssl: s.KAFKA_SSL,
       sasl,
     },

@@ -11,6 +11,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
 import type { CommitGate } from '../queue/redis-durability.js';
 import type { ItemStateStore, QueuedJobKeys, Verdict } from '../state/item-state.js';
+import { BatchRounds } from './batch-rounds.js';
 import { coalescingKey, readChangeMessage, versionSourceConflict, type EventMapping, type VersionSource } from './change-event.js';
 import type { TableName } from './debezium.js';
 import type { TableTruncate, TableTruncates, TruncateMark } from './table-truncates.js';
@@ -196,6 +197,8 @@ export class IngestConsumer {
   private readonly held = new Map<string, string>();
   /** Aborted by close(): batches held on a retry let go, uncommitted. */
   private readonly stopping = new AbortController();
+  /** The batches in hand together are offered and enqueued as one. */
+  private readonly rounds = new BatchRounds<RoundPart, RoundResult>((parts) => this.offerRound(parts));
 
   constructor(private readonly options: IngestOptions) {
     const prefix = options.config.redis.prefix;
@@ -254,7 +257,8 @@ export class IngestConsumer {
     await this.consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 2,
+      // The partitions of one fetch are handled at once and enqueued as one round (BatchRounds).
+      partitionsConsumedConcurrently: config.kafka.partitionsAtOnce,
       eachBatch: (payload) => this.handleBatchJudgingErrors(payload),
     });
     this.state = 'RUNNING';
@@ -324,60 +328,80 @@ export class IngestConsumer {
   }
 
   private async handleBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
-    const { config, embedQueue, deadLetters, metrics, state, logger } = this.options;
+    const { metrics, logger } = this.options;
     if (batch.messages.length === 0) return;
-    const partition = `${batch.topic}/${batch.partition}`;
-    if (!(await this.waitBelowHighWater(partition, heartbeat, isRunning))) return;
+    // Taken before the first await: a round starting meanwhile waits for this batch to join.
+    const ticket = this.rounds.take();
+    try {
+      const partition = `${batch.topic}/${batch.partition}`;
+      if (!(await this.waitBelowHighWater(partition, heartbeat, isRunning))) return;
 
-    const acceptedAt = Date.now();
-    const { newest, dead, tombstones, truncates } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
-    metrics.eventsSkipped.inc({ reason: 'tombstone' }, tombstones);
-    if (truncates.length > 0 || [...newest.values()].some((sized) => sized.table !== undefined)) {
-      await this.step(partition, 'recording the tables\' items and truncates', heartbeat, () => applyTruncateMarks(this.options.truncates, newest, truncates));
+      const acceptedAt = Date.now();
+      const { newest, dead, tombstones, truncates } = this.parseBatch(batch.topic, batch.partition, batch.messages, acceptedAt);
+      metrics.eventsSkipped.inc({ reason: 'tombstone' }, tombstones);
+      metrics.eventsSkipped.inc({ reason: 'coalesced' }, batch.messages.length - dead.length - tombstones - truncates.length - newest.size);
+      if (truncates.length > 0 || [...newest.values()].some((sized) => sized.table !== undefined)) {
+        await this.step(partition, 'recording the tables\' items and truncates', heartbeat, () => applyTruncateMarks(this.options.truncates, newest, truncates));
+      }
+      const round = await ticket.join({ partition, topic: batch.topic, newest, dead, heartbeat });
+      metrics.eventsConsumed.inc(batch.messages.length);
+      logger.debug({ topic: batch.topic, partition: batch.partition, first: batch.firstOffset(), last: batch.lastOffset(), round }, 'batch enqueued');
+      for (const truncate of truncates) {
+        if (!(await this.queueTruncateDeletes(partition, truncate, { heartbeat, isRunning }))) return;
+      }
+
+      // A rebalance took the partition away meanwhile: its new owner re-reads from the last commit,
+      // and the item state keeps a change still queued from being queued twice.
+      if (isStale()) return;
+      // Acknowledged is not durable: the commit waits until the jobs would survive a Redis crash
+      // or failover as far as the Redis allows (CommitGate), and Redis still holds the epoch.
+      await this.step(partition, 'confirming the jobs are durable in Redis', heartbeat, () => this.options.gate.confirm());
+      if (isStale()) return;
+      // resolveOffset moves this consumer's fetch position; the commit makes it survive a restart.
+      resolveOffset(batch.lastOffset());
+      await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(batch.lastOffset()) + 1n).toString() }]);
+    } finally {
+      ticket.leave();
     }
-    const offered = await this.step(partition, 'offering the changes to the item state', heartbeat, () =>
-      offerChanges(state, this.queuedJobKeys, [...newest.values()], { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes }, { stage: 'ingest', mapping: config.events }),
+  }
+
+  /**
+   * One round: the batches in hand together (see BatchRounds) are offered to the item state and
+   * cut into embed jobs as one, so that a job holds a few partitions' events rather than one's,
+   * and their dead letters are stored in one call. Each batch then commits its own offsets.
+   */
+  private async offerRound(parts: RoundPart[]): Promise<RoundResult> {
+    const { config, embedQueue, deadLetters, metrics, state, logger } = this.options;
+    const label = parts.map((part) => part.partition).join(', ');
+    // kafkajs heartbeats for the whole consumer, whichever batch asks.
+    const heartbeat = (parts[0] as RoundPart).heartbeat;
+    const { newest, coalesced } = newestAcross(parts);
+    metrics.eventsSkipped.inc({ reason: 'coalesced' }, coalesced);
+    const offered = await this.step(label, 'offering the changes to the item state', heartbeat, () =>
+      offerChanges(state, this.queuedJobKeys, newest, { maxItems: config.workers.embedJobMaxItems, maxBytes: config.workers.embedJobMaxBytes }, { stage: 'ingest', mapping: config.events }),
     );
-    const verdicts = offered.verdicts;
     const jobs = offered.jobs.map(({ jobId, changes }) => ({
-        // Where the job's first change came from, for dashboards: `topic/partition@offset`.
-        name: changes[0]?.source ?? batch.topic,
-        data: { changes },
-        opts: { ...this.options.jobOptions, jobId },
-      }));
+      // Where the job's first change came from, for dashboards: `topic/partition@offset`.
+      name: changes[0]?.source ?? (parts[0] as RoundPart).topic,
+      data: { changes },
+      opts: { ...this.options.jobOptions, jobId },
+    }));
     const queuedChanges = jobs.reduce((sum, job) => sum + job.data.changes.length, 0);
-    const parsed = batch.messages.length - dead.length - tombstones - truncates.length;
-    metrics.eventsSkipped.inc({ reason: 'coalesced' }, parsed - newest.size);
-    const inSink = verdicts.filter((v) => v === 'in_sink').length;
-    metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.size - queuedChanges - inSink - offered.dead.length);
+    const inSink = offered.verdicts.filter((v) => v === 'in_sink').length;
+    metrics.eventsSkipped.inc({ reason: 'older_or_queued' }, newest.length - queuedChanges - inSink - offered.dead.length);
     metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, inSink);
     metrics.eventsInvalid.inc({ reason: 'version_source' }, offered.dead.length);
-    dead.push(...offered.dead);
 
     // Job ids are fixed before the first attempt: adding a chunk again after a lost reply adds nothing twice.
     for (let i = 0; i < jobs.length; i += ADD_BULK_JOBS) {
-      await this.step(partition, 'adding embed jobs', heartbeat, () => embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS)));
+      await this.step(label, 'adding embed jobs', heartbeat, () => embedQueue.addBulk(jobs.slice(i, i + ADD_BULK_JOBS)));
       await heartbeat();
     }
-    await this.step(partition, 'storing dead letters', heartbeat, () => deadLetters.add(dead));
-    if (dead.length > 0) logger.warn({ count: dead.length, first: dead[0]?.reason, topic: batch.topic, partition: batch.partition }, 'invalid events sent to the dead-letter store');
-    metrics.eventsConsumed.inc(batch.messages.length);
-    logger.debug({ topic: batch.topic, partition: batch.partition, first: batch.firstOffset(), last: batch.lastOffset(), jobs: jobs.length, changes: queuedChanges, dead: dead.length }, 'batch enqueued');
+    const dead = [...parts.flatMap((part) => part.dead), ...offered.dead];
+    await this.step(label, 'storing dead letters', heartbeat, () => deadLetters.add(dead));
+    if (dead.length > 0) logger.warn({ count: dead.length, first: dead[0]?.reason, partitions: label }, 'invalid events sent to the dead-letter store');
     metrics.jobsEnqueued.inc({ queue: 'embed' }, jobs.length);
-    for (const truncate of truncates) {
-      if (!(await this.queueTruncateDeletes(partition, truncate, { heartbeat, isRunning }))) return;
-    }
-
-    // A rebalance took the partition away meanwhile: its new owner re-reads from the last commit,
-    // and the item state keeps a change still queued from being queued twice.
-    if (isStale()) return;
-    // Acknowledged is not durable: the commit waits until the jobs would survive a Redis crash
-    // or failover as far as the Redis allows (CommitGate), and Redis still holds the epoch.
-    await this.step(partition, 'confirming the jobs are durable in Redis', heartbeat, () => this.options.gate.confirm());
-    if (isStale()) return;
-    // resolveOffset moves this consumer's fetch position; the commit makes it survive a restart.
-    resolveOffset(batch.lastOffset());
-    await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(batch.lastOffset()) + 1n).toString() }]);
+    return { partitions: parts.length, jobs: jobs.length, changes: queuedChanges, dead: dead.length };
   }
 
   /**
@@ -498,6 +522,42 @@ export class IngestConsumer {
     const [embed, write] = await Promise.all([this.options.embedQueue.getJobCountByTypes('waiting', 'delayed'), this.options.writeQueue.getJobCountByTypes('waiting', 'delayed')]);
     return embed + write;
   }
+}
+
+/** What a batch brings to a round. */
+interface RoundPart {
+  partition: string;
+  topic: string;
+  /** Its newest change per item (and version source), truncate marks applied. */
+  newest: Map<string, SizedChange>;
+  /** Its events that could not be read. */
+  dead: DeadLetter[];
+  heartbeat: () => Promise<void>;
+}
+
+interface RoundResult {
+  partitions: number;
+  jobs: number;
+  changes: number;
+  dead: number;
+}
+
+/**
+ * Each item's newest change over a round's batches (an item's events are keyed to one partition,
+ * but a re-keyed topic or two topics can bring it twice), and how many older ones were dropped.
+ */
+function newestAcross(parts: RoundPart[]): { newest: SizedChange[]; coalesced: number } {
+  if (parts.length === 1) return { newest: [...(parts[0] as RoundPart).newest.values()], coalesced: 0 };
+  const newest = new Map<string, SizedChange>();
+  let coalesced = 0;
+  for (const part of parts) {
+    for (const [key, sized] of part.newest) {
+      const held = newest.get(key);
+      if (held !== undefined) coalesced++;
+      if (held === undefined || !isAfter(held.change, sized.change)) newest.set(key, sized);
+    }
+  }
+  return { newest: [...newest.values()], coalesced };
 }
 
 /** The Kafka error in a chain that says the group moved on from this member, if any. */

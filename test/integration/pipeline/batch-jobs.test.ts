@@ -181,4 +181,21 @@ describe('batch jobs', () => {
     const holding = jobs.filter((job) => (job.data as EmbedJobData).changes.some((c) => ids.includes(c.itemId)));
     expect(holding.map((job) => (job.data as EmbedJobData).changes.length), 'the ten events were split over several jobs: the fetch was answered before they were all there').toEqual([10]);
   });
+
+  it('enqueues the batches of several partitions fetched together as one round: one embed job, not one per partition', async () => {
+    // As above, the broker holds the fetch while events arrive one at a time, now over four
+    // partitions: kafkajs hands ingest one batch per partition, and they make one job together.
+    const { config, produce } = await setup({ KAFKA_FETCH_MIN_BYTES: '10485760', KAFKA_FETCH_MAX_WAIT_MS: '3000' }, {}, 4);
+    const ingest = await start(config, ['ingest']);
+    await produce([event('first', 1, 'the consumer is fetching once this is read')]);
+    await waitFor('the first event ingested', async () => (await consumed(ingest)) === 1, { timeoutMs: 20_000 });
+    const ids = Array.from({ length: 16 }, (_, i) => `spread-${i}`);
+    for (const id of ids) await produce([event(id, 1, `text of ${id}`)]);
+    await waitFor('the sixteen events ingested', async () => (await consumed(ingest)) === 17, { timeoutMs: 20_000 });
+    const jobs = await ingest.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active']);
+    const holding = jobs.filter((job) => (job.data as EmbedJobData).changes.some((c) => ids.includes(c.itemId)));
+    const partitions = new Set(holding.flatMap((job) => (job.data as EmbedJobData).changes.map((c) => c.source?.split('@')[0])));
+    expect(partitions.size, 'the events should have spread over several partitions').toBeGreaterThan(1);
+    expect(holding.map((job) => (job.data as EmbedJobData).changes.length), 'each partition\'s batch made its own job').toEqual([16]);
+  });
 });
