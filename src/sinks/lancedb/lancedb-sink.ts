@@ -7,8 +7,11 @@ import { withFields, type CollectionSpec, type Payload, type PayloadUpdate, type
 
 const LANCE_DISTANCE: Record<Distance, 'cosine' | 'dot' | 'l2'> = { cosine: 'cosine', dot: 'dot', euclid: 'l2' };
 const DISTANCE_KEY = 'indexer.distance';
-/** Every this many commits the table is compacted: each merge-insert adds a small fragment. */
-const OPTIMIZE_EVERY_COMMITS = 200;
+/**
+ * Every this many commits the table is compacted: each merge-insert adds a small fragment, and
+ * reading rows by id (payload-only updates) slows with every fragment not yet compacted.
+ */
+const OPTIMIZE_EVERY_COMMITS = 100;
 
 type Row = {
   id: string;
@@ -105,7 +108,8 @@ export class LanceDbSink implements VectorSink {
     const rows = (await this.call('read rows', () => this.requireTable().query().where(idPredicate(updates.map((u) => u.itemId))).toArray())) as Row[];
     // A row holding another text's vector (an edit written meanwhile) must not get this text's
     // payload over it: it is reported like a missing one, and the writer embeds the text again.
-    const byId = new Map(rows.filter((r) => holdsVectorOf(r, updates)).map((r) => [r.item_id, r]));
+    const updateOf = new Map(updates.map((u) => [u.itemId, u]));
+    const byId = new Map(rows.filter((r) => holdsVectorOf(r, updateOf.get(r.item_id))).map((r) => [r.item_id, r]));
     const missing = updates.filter((u) => !byId.has(u.itemId)).map((u) => u.itemId);
     const merged = updates.flatMap((u) => {
       const row = byId.get(u.itemId);
@@ -189,8 +193,7 @@ export class LanceDbSink implements VectorSink {
   }
 }
 
-function holdsVectorOf(row: Row, updates: PayloadUpdate[]): boolean {
-  const update = updates.find((u) => u.itemId === row.item_id);
+function holdsVectorOf(row: Row, update: PayloadUpdate | undefined): boolean {
   return update !== undefined && row.content_hash === update.payload.content_hash && row.model === update.payload.model;
 }
 
