@@ -176,10 +176,11 @@ function refusedDeadLetter({ change, original }: SizedChange, itemSource: Versio
 }
 
 /**
- * Reads change events from Kafka, validates them, and enqueues each Kafka batch as a few embed
- * jobs of many changes (bounded by EMBED_JOB_MAX_ITEMS and EMBED_JOB_MAX_BYTES): a BullMQ job costs
- * tens of Redis commands however small it is, so it is paid once per chunk, not once per change.
- * Several changes of one item in a batch coalesce into its newest; a change older than one already
+ * Reads change events from Kafka, validates them, and enqueues the batches of one fetch (one per
+ * partition, a round) as a few embed jobs of many changes (bounded by EMBED_JOB_MAX_ITEMS and
+ * EMBED_JOB_MAX_BYTES): a BullMQ job costs tens of Redis commands however small it is, so it is
+ * paid once per chunk, not once per change.
+ * Several changes of one item in a round coalesce into its newest; a change older than one already
  * seen (another partition, a replay) is dropped, and so is a redelivered change whose job is still
  * queued. Offsets are committed only after Redis accepted the jobs (and the dead letters): a crash
  * before the commit redelivers the batch.
