@@ -328,7 +328,7 @@ export class IngestConsumer {
     }
   }
 
-  private async handleBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload): Promise<void> {
+  private async handleBatch({ batch, heartbeat, isRunning, isStale, resolveOffset, commitOffsetsIfNecessary }: EachBatchPayload): Promise<void> {
     const { metrics, logger } = this.options;
     if (batch.messages.length === 0) return;
     // Taken before the first await: a round starting meanwhile waits for this batch to join.
@@ -360,7 +360,12 @@ export class IngestConsumer {
       if (isStale()) return;
       // resolveOffset moves this consumer's fetch position; the commit makes it survive a restart.
       resolveOffset(batch.lastOffset());
-      await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(batch.lastOffset()) + 1n).toString() }]);
+      const offset = (BigInt(batch.lastOffset()) + 1n).toString();
+      // kafkajs's consumer.commitOffsets silently commits nothing once close() has begun, so a
+      // batch finishing during a shutdown commits through its own payload (the group is left only
+      // after the batches in hand are done); while running, the consumer's call retries for us.
+      if (isRunning()) await this.consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset }]);
+      else await commitOffsetsIfNecessary({ topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset }] }] });
     } finally {
       ticket.leave();
     }
