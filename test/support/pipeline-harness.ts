@@ -56,4 +56,24 @@ export function pipelineHarness(name: string) {
 export const replayGroup = (config: Config): Config => ({ ...config, kafka: { ...config.kafka, groupId: uniqueName('replay') } });
 export const consumed = async (p: Pipeline) => (await p.metrics.eventsConsumed.get()).values[0]?.value ?? 0;
 export const skipped = async (p: Pipeline, reason: string) => (await p.metrics.eventsSkipped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
-export const queuedChanges = async (p: Pipeline) => (await p.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active'])).reduce((sum, job) => sum + (job.data as EmbedJobData).changes.length, 0);
+/** The embed jobs not yet done: what ingest queued and no embed worker finished. */
+export const queuedJobs = async (p: Pipeline) => (await p.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active'])).map((job) => job.data as EmbedJobData);
+export const queuedChanges = async (p: Pipeline) => (await queuedJobs(p)).reduce((sum, job) => sum + job.changes.length, 0);
+
+/** A message on the partition it names, as a producer that keys by something else than the item places it. */
+export interface PlacedMessage {
+  partition: number;
+  key: string | null;
+  value: string | null;
+}
+
+/** Sends messages to the partitions they name (produceLines places them by item id). */
+export async function sendToPartitions(config: Config, messages: PlacedMessage[]): Promise<void> {
+  const producer = createKafka(config.kafka, silentLogger).producer();
+  await producer.connect();
+  try {
+    for (let i = 0; i < messages.length; i += 500) await producer.send({ topic: config.kafka.topics[0] as string, acks: -1, messages: messages.slice(i, i + 500) });
+  } finally {
+    await producer.disconnect();
+  }
+}

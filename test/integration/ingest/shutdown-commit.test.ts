@@ -6,11 +6,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createKafka, withAdmin } from '../../../src/ingest/kafka.js';
-import { ensureTopic } from '../../../src/ingest/produce.js';
+import { ensureTopic, produceLines } from '../../../src/ingest/produce.js';
 import { silentLogger } from '../../../src/observability/logger.js';
 import { startPipeline, type Pipeline } from '../../../src/pipeline/pipeline.js';
 import type { DeadLetter } from '../../../src/deadletter/dead-letter-store.js';
 import { removeTestResources, testConfig, waitFor } from '../../support/helpers.js';
+import { upsertEvent } from '../../support/pipeline-harness.js';
 
 describe('ingest at a shutdown', () => {
   const cleanups: (() => Promise<void>)[] = [];
@@ -39,10 +40,7 @@ describe('ingest at a shutdown', () => {
       return add(letters);
     };
 
-    const producer = kafka.producer();
-    await producer.connect();
-    await producer.send({ topic, acks: -1, messages: [{ key: 'a', value: JSON.stringify({ id: 'a', op: 'upsert', version: 1, text: 'held at the shutdown' }) }] });
-    await producer.disconnect();
+    await produceLines(kafka, topic, [upsertEvent('a', 1, 'held at the shutdown')], { idField: 'id' });
     await waitFor('the batch in hand', () => inHand || undefined);
 
     const closing = pipeline.close();

@@ -9,7 +9,7 @@ import { contentHash } from '../../../src/embed/content-hash.js';
 import { DEFAULT_RETRY_POLICY } from '../../../src/core/retry.js';
 import { stubVector } from '../../support/embeddings-stub.js';
 import { waitFor } from '../../support/helpers.js';
-import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, queuedChanges, replayGroup, skipped, upsertEvent } from '../../support/pipeline-harness.js';
+import { consumed, HARNESS_DIMENSIONS, HARNESS_MODEL, pipelineHarness, queuedChanges, queuedJobs, replayGroup, skipped, upsertEvent } from '../../support/pipeline-harness.js';
 import { spawnWorker, type WorkerProcess } from '../../support/processes.js';
 import type { EmbedJobData } from '../../../src/queue/jobs.js';
 
@@ -192,10 +192,9 @@ describe('batch jobs', () => {
     const ids = Array.from({ length: 16 }, (_, i) => `spread-${i}`);
     for (const id of ids) await produce([event(id, 1, `text of ${id}`)]);
     await waitFor('the sixteen events ingested', async () => (await consumed(ingest)) === 17, { timeoutMs: 20_000 });
-    const jobs = await ingest.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active']);
-    const holding = jobs.filter((job) => (job.data as EmbedJobData).changes.some((c) => ids.includes(c.itemId)));
-    const partitions = new Set(holding.flatMap((job) => (job.data as EmbedJobData).changes.map((c) => c.source?.split('@')[0])));
+    const holding = (await queuedJobs(ingest)).filter((job) => job.changes.some((c) => ids.includes(c.itemId)));
+    const partitions = new Set(holding.flatMap((job) => job.changes.map((c) => c.source?.split('@')[0])));
     expect(partitions.size, 'the events should have spread over several partitions').toBeGreaterThan(1);
-    expect(holding.map((job) => (job.data as EmbedJobData).changes.length), 'each partition\'s batch made its own job').toEqual([16]);
+    expect(holding.map((job) => job.changes.length), 'each partition\'s batch made its own job').toEqual([16]);
   });
 });

@@ -6,43 +6,21 @@
  * first fetch carries every partition's batch, and those batches form one round.
  */
 import { describe, expect, it } from 'vitest';
-import { createKafka } from '../../../src/ingest/kafka.js';
-import { silentLogger } from '../../../src/observability/logger.js';
 import type { Pipeline } from '../../../src/pipeline/pipeline.js';
-import type { EmbedJobData } from '../../../src/queue/jobs.js';
-import type { Config } from '../../../src/config/config.js';
 import { waitFor } from '../../support/helpers.js';
-import { consumed, pipelineHarness, queuedChanges, skipped, upsertEvent } from '../../support/pipeline-harness.js';
+import { consumed, pipelineHarness, queuedChanges, queuedJobs, sendToPartitions, skipped, upsertEvent, type PlacedMessage } from '../../support/pipeline-harness.js';
 
-interface Placed {
-  partition: number;
-  key: string | null;
-  value: string | null;
-}
-
-const upsert = (partition: number, id: string, version: number, text: string): Placed => ({ partition, key: id, value: upsertEvent(id, version, text) });
-const remove = (partition: number, id: string, version: number): Placed => ({ partition, key: id, value: JSON.stringify({ id, op: 'delete', version }) });
-
-/** Sends messages to the partitions they name (as a producer that keys by something else than the item would). */
-async function sendPlaced(config: Config, messages: Placed[]): Promise<void> {
-  const producer = createKafka(config.kafka, silentLogger).producer();
-  await producer.connect();
-  try {
-    await producer.send({ topic: config.kafka.topics[0] as string, acks: -1, messages });
-  } finally {
-    await producer.disconnect();
-  }
-}
+const upsert = (partition: number, id: string, version: number, text: string): PlacedMessage => ({ partition, key: id, value: upsertEvent(id, version, text) });
+const remove = (partition: number, id: string, version: number): PlacedMessage => ({ partition, key: id, value: JSON.stringify({ id, op: 'delete', version }) });
 
 const counterSum = async (p: Pipeline, counter: 'eventsSkipped' | 'eventsInvalid') => (await p.metrics[counter].get()).values.reduce((sum, v) => sum + v.value, 0);
-const queuedJobs = async (p: Pipeline) => (await p.embedQueue.getJobs(['waiting', 'prioritized', 'delayed', 'active'])).map((job) => job.data as EmbedJobData);
 
 describe('review: one round, several partitions', () => {
   const { setup, start } = pipelineHarness('review-rounds');
 
   it('keeps the newest change of an item several partitions bring in one round, queues it once, and the skip reasons add up', async () => {
     const { stub, config } = await setup({}, {}, 4);
-    await sendPlaced(config, [
+    await sendToPartitions(config, [
       // x: three versions on three partitions, the newest in the middle one.
       upsert(0, 'x', 1, 'x one'),
       upsert(1, 'x', 3, 'x three'),
@@ -95,18 +73,18 @@ describe('review: one round, several partitions', () => {
 
   it('dead-letters each invalid event of a round once, whichever partition brought it, and indexes the rest', async () => {
     const { config } = await setup({}, {}, 4);
-    const invalid: Placed[] = [0, 1, 2, 3].flatMap((p) => [
+    const invalid: PlacedMessage[] = [0, 1, 2, 3].flatMap((p) => [
       { partition: p, key: `bad-json-${p}`, value: `{"id": "bad-json-${p}", not json` },
       { partition: p, key: `no-version-${p}`, value: JSON.stringify({ id: `no-version-${p}`, op: 'upsert', version: 'soon', text: 'x' }) },
     ]);
     // One item with a version on partition 0 and, on partition 1, only an updated_at: the item
     // state refuses the second source it meets (a dead letter made in the round, not in a batch).
-    const conflict: Placed[] = [
+    const conflict: PlacedMessage[] = [
       upsert(0, 'two-sources', 7, 'with a version'),
       { partition: 1, key: 'two-sources', value: JSON.stringify({ id: 'two-sources', op: 'upsert', updated_at: '2026-01-01T00:00:00Z', text: 'with a time' }) },
     ];
     const valid = [0, 1, 2, 3].flatMap((p) => [upsert(p, `ok-${p}-a`, 1, `ok ${p} a`), upsert(p, `ok-${p}-b`, 1, `ok ${p} b`)]);
-    await sendPlaced(config, [...valid.slice(0, 4), ...invalid, ...conflict, ...valid.slice(4)]);
+    await sendToPartitions(config, [...valid.slice(0, 4), ...invalid, ...conflict, ...valid.slice(4)]);
     const pipeline = await start(config, ['ingest', 'embed', 'write']);
     const total = invalid.length + conflict.length + valid.length;
     await waitFor('every event ingested', async () => (await consumed(pipeline)) === total);
@@ -126,13 +104,13 @@ describe('review: one round, several partitions', () => {
   it('deletes every row older than a TRUNCATE that another partition of the same round brings, and keeps the newer rows and other tables', async () => {
     const { config } = await setup({ EVENT_TEXT_TEMPLATE: '{title}\\n{description}' }, {}, 4);
     const source = (table: string, lsn: number) => ({ version: '3.4.3.Final', connector: 'postgresql', name: 'shop', ts_ms: 1_764_000_000_000, db: 'shop', schema: 'public', table, lsn });
-    const create = (partition: number, table: string, id: number, lsn: number): Placed => ({
+    const create = (partition: number, table: string, id: number, lsn: number): PlacedMessage => ({
       partition,
       key: JSON.stringify({ id }),
       value: JSON.stringify({ before: null, after: { id, title: `item ${id}`, description: `of ${table}` }, source: source(table, lsn), op: 'c', ts_ms: 1_764_000_000_001 }),
     });
-    const truncate = (partition: number, table: string, lsn: number): Placed => ({ partition, key: null, value: JSON.stringify({ before: null, after: null, source: source(table, lsn), op: 't', ts_ms: 1_764_000_000_001 }) });
-    await sendPlaced(config, [
+    const truncate = (partition: number, table: string, lsn: number): PlacedMessage => ({ partition, key: null, value: JSON.stringify({ before: null, after: null, source: source(table, lsn), op: 't', ts_ms: 1_764_000_000_001 }) });
+    await sendToPartitions(config, [
       create(1, 'products', 10, 100),
       create(2, 'products', 11, 110),
       create(3, 'products', 12, 150),
