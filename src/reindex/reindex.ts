@@ -234,7 +234,7 @@ export class Reindexer {
     const kept = new Set([`${prefix}:dlq`, `${prefix}:dlq:counts`, `${prefix}:usage`]);
     const patterns =
       generation.id === 1
-        ? [`${prefix}:item:*`, `${prefix}:embed:*`, `${prefix}:write:*`, `${prefix}:backfill:*`, `${prefix}:inflight`, `${prefix}:cdc:*`, `${prefix}:status:paused:*`]
+        ? [`${prefix}:item:*`, `${prefix}:write-leases`, `${prefix}:embed:*`, `${prefix}:write:*`, `${prefix}:backfill:*`, `${prefix}:inflight`, `${prefix}:cdc:*`, `${prefix}:status:paused:*`]
         : [`${prefix}:*`];
     for (const pattern of patterns) {
       let cursor = '0';

@@ -19,13 +19,14 @@ import type { VersionSource } from '../ingest/change-event.js';
  *   wv    the version the sink holds (or deleted at: the tombstone)
  *   del   1 when that write was a delete
  *   h, m  content hash and model of the vector the sink holds
- *   wl    the write lease, `<writer>|<expiry ms>`: the one writer that may write the item now
+ * The write leases (the one writer that may write an item now) live beside, in `<prefix>:write-leases`.
  * `wv`, `del`, `h` and `m` change only after the sink acknowledged a write, so the state never
  * claims more than the sink holds: a lost write is retried, never skipped. Tombstones expire
  * after the retention; an item's state otherwise lives as long as the item.
  *
- * Every script reads a hash once (HMGET) and writes it at most once (HSET): the Redis commands
- * per event are the indexer's main cost at high rates, so each one is counted.
+ * Every script reads an item's hash at most once (HMGET) and writes it at most once (HSET), and the
+ * lease hash once or twice per batch: the Redis commands per event are the indexer's main cost at
+ * high rates, so each one is counted.
  */
 export interface ItemState {
   seen: number | undefined;
@@ -107,83 +108,146 @@ for i, key in ipairs(KEYS) do
 end
 return result`;
 
-// KEYS: the items' state hashes. ARGV[1]: tombstone retention in seconds, ARGV[2]: the writer's
-// id, ARGV[3]: the lease in ms; then 5 per key: what happened (w: written, r: not written, its
-// lease released, u: unknown: the sink may still apply it, so the lease passes to no one, this
-// writer included, until it expires), version, deleted
-// (0|1), content hash, model. A written change is kept when it is the latest (by version, then
-// delete after upsert), so a writer that finishes late cannot move the state backwards; a delete
-// leaves a tombstone that expires, a later upsert keeps the item for good again. Every key's write
-// lease is released (or, for `u`, handed to no one) where this writer still holds it; a write
-// recorded releases it in the same HSET (`wl` empty: free), one command fewer per item.
-const RECORD_WRITTEN = `
-local retention, writer, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
-for i, key in ipairs(KEYS) do
-  local base = 3 + (i - 1) * 5
-  local what, del, hash = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
-  local state = redis.call('HMGET', key, 'wv', 'del', 'wl')
-  local leased = state[3] and string.sub(state[3], 1, #writer + 1) == writer .. '|'
-  local recorded = false
-  if what == 'w' then
-    local version = tonumber(ARGV[base + 2])
-    local current = tonumber(state[1])
-    if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
-      local fields = {'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5]}
-      if leased then fields[#fields + 1] = 'wl'; fields[#fields + 1] = '' end
-      redis.call('HSET', key, unpack(fields))
-      recorded = true
-      if del == '1' then redis.call('EXPIRE', key, retention)
-      elseif state[2] == '1' then redis.call('PERSIST', key) end
-    end
+// The write leases live in one hash per prefix (`<prefix>:write-leases`, field: the item's state
+// key, value: `<writer>|<expiry ms>`, on Redis's clock), not in each item's hash: a batch's leases
+// are taken, renewed and given back with one HMGET and one HSET or HDEL for the whole batch, where a
+// field in every item's hash cost an HSET per item at the claim and a read per item at the record.
+// A writer that still holds an item's lease when it records knows that no one recorded a write of
+// it since its claim, so it records without reading the item's hash again. Lua's unpack is bounded,
+// so the batch commands go in chunks.
+const LEASE_HELPERS = `
+local CHUNK = 1000
+local function hmget_all(key, fields)
+  local out = {}
+  for i = 1, #fields, CHUNK do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for j = 1, #part do out[#out + 1] = part[j] end
   end
-  if leased and what == 'u' then redis.call('HSET', key, 'wl', '~|' .. tostring(now + lease))
-  elseif leased and not recorded then redis.call('HDEL', key, 'wl') end
+  return out
 end
-return #KEYS`;
-
-// KEYS: state hashes. ARGV[1]: the writer's id, ARGV[2]: the lease in ms. Takes (or renews) each
-// item's write lease unless another writer holds an unexpired one, and returns per key the lease
-// taken (1 or 0), what the sink holds (wv, del) and the newest change accepted (seen, sd), '' for none. The lease is `<writer>|<expiry>`
-// in the item's own hash (empty or absent: free), on Redis's clock: one script call per batch, no extra keys.
-const CLAIM_FOR_WRITE = `
+local function hset_all(key, pairs)
+  for i = 1, #pairs, CHUNK do redis.call('HSET', key, unpack(pairs, i, math.min(i + CHUNK - 1, #pairs))) end
+end
+local function hdel_all(key, fields)
+  for i = 1, #fields, CHUNK do redis.call('HDEL', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields))) end
+end
+-- A lease's holder and expiry; an empty or absent lease has no holder.
+local function lease_of(value)
+  if not value or value == '' then return nil, 0 end
+  local bar = string.find(value, '|', 1, true)
+  return string.sub(value, 1, bar - 1), tonumber(string.sub(value, bar + 1))
+end
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local items = {}
+for i = 2, #KEYS do items[#items + 1] = KEYS[i] end
+`;
+
+// KEYS[1]: the write-lease hash, then the items' state hashes. ARGV[1]: tombstone retention in
+// seconds, ARGV[2]: the writer's id, ARGV[3]: the lease in ms; then 6 per item: what happened (w:
+// written, r: not written, its lease released, u: unknown: the sink may still apply it, so the
+// lease passes to no one, this writer included, until it expires), version, deleted (0|1), content
+// hash, model, and whether the sink held a delete when the writer claimed the item (0|1; empty:
+// unknown). A written change is kept when it is the latest (by version, then delete after upsert),
+// so a writer that finishes late cannot move the state backwards: a writer still holding the lease
+// records at once (no one recorded since its claim, which found the change newer); one whose lease
+// another writer now holds records nothing (the holder records its own write, and the state may
+// under-claim, never over-claim); one whose lease lapsed unclaimed compares with the item's hash
+// first. A delete leaves a tombstone that expires, a later upsert keeps the item for good again.
+const RECORD_WRITTEN = `${LEASE_HELPERS}
+local retention, writer, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local snapshot = hmget_all(KEYS[1], items)
+local leases, touched = {}, {}
+for i, key in ipairs(items) do
+  if leases[key] == nil then leases[key] = snapshot[i] or '' end
+end
+local function mine(key)
+  local holder = lease_of(leases[key])
+  return holder == writer
+end
+local function pass_lease(key, value)
+  leases[key] = value
+  touched[key] = true
+end
+for i, key in ipairs(items) do
+  local base = 3 + (i - 1) * 6
+  local what, del, hash = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
+  local held = mine(key)
+  if what == 'w' then
+    local was = ARGV[base + 6]
+    local fields = {'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5]}
+    if held and was ~= '' then
+      redis.call('HSET', key, unpack(fields))
+      if del == '1' then redis.call('EXPIRE', key, retention)
+      elseif was == '1' then redis.call('PERSIST', key) end
+    else
+      local holder, expiry = lease_of(leases[key])
+      if held or holder == nil or expiry <= now then
+        local state = redis.call('HMGET', key, 'wv', 'del')
+        local version, current = tonumber(ARGV[base + 2]), tonumber(state[1])
+        if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
+          redis.call('HSET', key, unpack(fields))
+          if del == '1' then redis.call('EXPIRE', key, retention)
+          elseif state[2] == '1' then redis.call('PERSIST', key) end
+        end
+      end
+    end
+    if held then pass_lease(key, '') end
+  elseif held and what == 'u' then pass_lease(key, '~|' .. tostring(now + lease))
+  elseif held then pass_lease(key, '') end
+end
+local freed, handed = {}, {}
+for key in pairs(touched) do
+  if leases[key] == '' then freed[#freed + 1] = key
+  else handed[#handed + 1] = key; handed[#handed + 1] = leases[key] end
+end
+hdel_all(KEYS[1], freed)
+hset_all(KEYS[1], handed)
+return #items`;
+
+// KEYS[1]: the write-lease hash, then the items' state hashes. ARGV[1]: the writer's id, ARGV[2]:
+// the lease in ms. Takes (or renews) each item's write lease unless another writer holds an
+// unexpired one, and returns per item the lease taken (1 or 0), what the sink holds (wv, del) and
+// the newest change accepted (seen, sd), '' for none. A lease still in the item's own hash (`wl`,
+// where versions before the lease hash kept it) is honoured until it expires.
+const CLAIM_FOR_WRITE = `${LEASE_HELPERS}
 local writer, lease = ARGV[1], tonumber(ARGV[2])
+local function free(value)
+  local holder, expiry = lease_of(value)
+  return holder == nil or holder == writer or expiry <= now
+end
+local leases = hmget_all(KEYS[1], items)
+local taken = {}
+local value = writer .. '|' .. tostring(now + lease)
 local result = {}
-for i, key in ipairs(KEYS) do
-  local s = redis.call('HMGET', key, 'wl', 'wv', 'del', 'seen', 'sd')
-  local holder, expiry = nil, 0
-  if s[1] and s[1] ~= '' then
-    local bar = string.find(s[1], '|', 1, true)
-    holder, expiry = string.sub(s[1], 1, bar - 1), tonumber(string.sub(s[1], bar + 1))
-  end
-  local free = holder == nil or holder == writer or expiry <= now
-  if free then redis.call('HSET', key, 'wl', writer .. '|' .. tostring(now + lease)) end
-  result[#result + 1] = free and 1 or 0
+for i, key in ipairs(items) do
+  local s = redis.call('HMGET', key, 'wv', 'del', 'seen', 'sd', 'wl')
+  local claimed = free(leases[i]) and free(s[5])
+  if claimed then taken[#taken + 1] = key; taken[#taken + 1] = value end
+  result[#result + 1] = claimed and 1 or 0
+  result[#result + 1] = s[1] or ''
   result[#result + 1] = s[2] or ''
   result[#result + 1] = s[3] or ''
   result[#result + 1] = s[4] or ''
-  result[#result + 1] = s[5] or ''
 end
+hset_all(KEYS[1], taken)
 return result`;
 
-// KEYS: state hashes. ARGV[1]: the writer's id, ARGV[2]: the lease in ms. Extends the leases this
-// writer still holds; returns how many it no longer holds (expired and taken, or released).
-const RENEW_LEASES = `
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+// KEYS[1]: the write-lease hash, then the items' state hashes. ARGV[1]: the writer's id, ARGV[2]:
+// the lease in ms. Extends the leases this writer still holds; returns how many it no longer holds
+// (expired and taken, or released).
+const RENEW_LEASES = `${LEASE_HELPERS}
 local writer, lease = ARGV[1], tonumber(ARGV[2])
-local lost = 0
-for i, key in ipairs(KEYS) do
-  local held = redis.call('HGET', key, 'wl')
-  if held and string.sub(held, 1, #writer + 1) == writer .. '|' then
-    redis.call('HSET', key, 'wl', writer .. '|' .. tostring(now + lease))
+local leases = hmget_all(KEYS[1], items)
+local renewed, lost = {}, 0
+for i, key in ipairs(items) do
+  if lease_of(leases[i]) == writer then
+    renewed[#renewed + 1] = key; renewed[#renewed + 1] = writer .. '|' .. tostring(now + lease)
   else
     lost = lost + 1
   end
 end
+hset_all(KEYS[1], renewed)
 return lost`;
 
 // KEYS: state hashes. ARGV[1]: an embed job id. Forgets `qj` where it still names that job: its
@@ -215,6 +279,11 @@ export class ItemStateStore {
     return `${this.prefix}:item:${itemId}`;
   }
 
+  /** The write leases of every item (see LEASE_HELPERS). */
+  get leasesKey(): string {
+    return `${this.prefix}:write-leases`;
+  }
+
   get keyPattern(): string {
     return `${this.prefix}:item:*`;
   }
@@ -243,7 +312,7 @@ export class ItemStateStore {
    */
   async claimForWrite(itemIds: string[], writerId: string, leaseMs: number): Promise<{ claimed: boolean; written: Ordered | undefined; seen: Ordered | undefined }[]> {
     if (itemIds.length === 0) return [];
-    const flat = (await this.redis.eval(CLAIM_FOR_WRITE, itemIds.length, ...itemIds.map((id) => this.key(id)), writerId, String(leaseMs))) as (number | string)[];
+    const flat = (await this.redis.eval(CLAIM_FOR_WRITE, itemIds.length + 1, this.leasesKey, ...itemIds.map((id) => this.key(id)), writerId, String(leaseMs))) as (number | string)[];
     const ordered = (version: number | string | undefined, deleted: number | string | undefined): Ordered | undefined =>
       version === '' || version === undefined ? undefined : { version: Number(version), op: deleted === '1' ? 'delete' : 'upsert' };
     return itemIds.map((_, i) => {
@@ -255,30 +324,33 @@ export class ItemStateStore {
   /** Extends this writer's leases before another sink attempt; how many it lost meanwhile. */
   async renewLeases(itemIds: string[], writerId: string, leaseMs: number): Promise<number> {
     if (itemIds.length === 0) return 0;
-    return (await this.redis.eval(RENEW_LEASES, itemIds.length, ...itemIds.map((id) => this.key(id)), writerId, String(leaseMs))) as number;
+    return (await this.redis.eval(RENEW_LEASES, itemIds.length + 1, this.leasesKey, ...itemIds.map((id) => this.key(id)), writerId, String(leaseMs))) as number;
   }
 
   /**
    * Writer, after the sink acknowledged: what it now holds (`writes`); the leases of the items
    * claimed and not written go back (`released`), or, where the sink may still apply their write
-   * (`uncertain`), to no one until they expire; in one call.
+   * (`uncertain`), to no one until they expire; in one call. A write whose claim found what the
+   * sink held (`sinkHeldDelete`: whether that was a delete) is recorded without reading the
+   * item's hash again while this writer still holds its lease.
    */
   async recordWritten(
-    writes: { itemId: string; version: number; deleted: boolean; contentHash?: string; model?: string }[],
+    writes: { itemId: string; version: number; deleted: boolean; contentHash?: string; model?: string; sinkHeldDelete?: boolean }[],
     lease: { writerId: string; leaseMs?: number; released: string[]; uncertain?: string[] } = { writerId: '', released: [] },
   ): Promise<void> {
     const uncertain = lease.uncertain ?? [];
     if (writes.length === 0 && lease.released.length === 0 && uncertain.length === 0) return;
     await this.redis.eval(
       RECORD_WRITTEN,
-      writes.length + lease.released.length + uncertain.length,
+      writes.length + lease.released.length + uncertain.length + 1,
+      this.leasesKey,
       ...[...writes.map((w) => w.itemId), ...lease.released, ...uncertain].map((id) => this.key(id)),
       String(this.tombstoneRetentionSeconds),
       lease.writerId,
       String(lease.leaseMs ?? 0),
-      ...writes.flatMap((w) => ['w', String(w.version), w.deleted ? '1' : '0', w.contentHash ?? '', w.model ?? '']),
-      ...lease.released.flatMap(() => ['r', '', '0', '', '']),
-      ...uncertain.flatMap(() => ['u', '', '0', '', '']),
+      ...writes.flatMap((w) => ['w', String(w.version), w.deleted ? '1' : '0', w.contentHash ?? '', w.model ?? '', w.sinkHeldDelete === undefined ? '' : w.sinkHeldDelete ? '1' : '0']),
+      ...lease.released.flatMap(() => ['r', '', '0', '', '', '']),
+      ...uncertain.flatMap(() => ['u', '', '0', '', '', '']),
     );
   }
 

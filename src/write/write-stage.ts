@@ -91,6 +91,9 @@ export class WriteStage {
     const claims = await state.claimForWrite(candidates.map((i) => (items[i] as ItemWrite).itemId), this.writerId, this.options.leaseMs);
     const claimed: number[] = [];
     const chosen: number[] = [];
+    // What the sink held at the claim: while this writer keeps the lease, no one else records a
+    // write of the item, so the record needs no second read of its state.
+    const heldDeleteAtClaim = new Map<number, boolean>();
     candidates.forEach((i, k) => {
       const { claimed: mine, written, seen } = claims[k] as (typeof claims)[number];
       const item = items[i] as ItemWrite;
@@ -99,6 +102,7 @@ export class WriteStage {
         return;
       }
       claimed.push(i);
+      heldDeleteAtClaim.set(i, written?.op === 'delete');
       if (written !== undefined && !isAfter(item, written)) return;
       // A payload a newer change superseded is not written: the newer one carries newer metadata.
       // An upsert always is: its vector was paid for, and the newer change may need that very text.
@@ -122,13 +126,17 @@ export class WriteStage {
     const notWritten = claimed.filter((i) => !written.has(i));
     const unknown = new Set(this.options.sink.remote ? notWritten.filter((i) => outcomeUnknown(outcomes[i] as Outcome<void>)) : []);
     const idsOf = (indexes: number[]) => indexes.map((i) => (items[i] as ItemWrite).itemId);
-    const writtenItems = [...written].map((i) => items[i] as ItemWrite);
+    const writtenIndexes = [...written];
+    const writtenItems = writtenIndexes.map((i) => items[i] as ItemWrite);
     // Upserts written: their vectors no longer wait in the write queue. Issued in this order on
     // one connection, so the state shows the write before the vector in flight is forgotten (the
     // embed stage relies on it not to buy that vector again). The leases go back in the same call.
     await Promise.all([
       state.recordWritten(
-        writtenItems.map((item) => ({ itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model })),
+        writtenIndexes.map((i) => {
+          const item = items[i] as ItemWrite;
+          return { itemId: item.itemId, version: item.version, deleted: item.op === 'delete', contentHash: item.contentHash, model: item.model, sinkHeldDelete: heldDeleteAtClaim.get(i) };
+        }),
         { writerId: this.writerId, leaseMs: this.options.leaseMs, released: idsOf(notWritten.filter((i) => !unknown.has(i))), uncertain: idsOf([...unknown]) },
       ),
       this.options.inflight.forget(writtenItems.flatMap((item) => (item.op === 'upsert' && item.contentHash && item.heldBy ? [{ hash: item.contentHash, job: item.heldBy }] : []))),

@@ -3,10 +3,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ItemStateStore } from '../../../src/state/item-state.js';
 import { deletePrefix, services, uniqueName } from '../../support/helpers.js';
 
-// A recorded write now empties the lease (`wl = ''`) in the same HSET instead of deleting it. These
-// walk the lease through every outcome of a write (w newer, w not newer, r, u), two writers, a
-// late writer whose lease was taken over, duplicates in one call, and tombstones, and check that an
-// empty lease is free to exactly one claimant and never left held.
+// A recorded write gives its lease back (the leases live in one hash per prefix, and a writer still
+// holding an item's lease records its write without reading the item's hash again). These walk the
+// lease through every outcome of a write (w newer, w not newer, r, u), two writers, a late writer
+// whose lease was taken over, duplicates in one call, and tombstones, and check that a lease given
+// back is free to exactly one claimant and never left held.
 const LEASE_MS = 60_000;
 let redis: Redis;
 let prefix: string;
@@ -22,6 +23,7 @@ function fresh(): void {
   prefix = uniqueName('review-lease');
   state = new ItemStateStore(redis, prefix, 3600);
 }
+const leaseOf = async (id: string) => (await redis.hget(state.leasesKey, state.key(id))) ?? '';
 const claim = async (id: string, writer: string) => (await state.claimForWrite([id], writer, LEASE_MS))[0]?.claimed;
 const write = (id: string, version: number, deleted = false) => ({ itemId: id, version, deleted, contentHash: deleted ? undefined : 'h', model: deleted ? undefined : 'm' });
 
@@ -30,7 +32,7 @@ describe('the write lease emptied by a recorded write', () => {
     fresh();
     expect(await claim('i', 'A')).toBe(true);
     await state.recordWritten([write('i', 1)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
-    expect(await redis.hget(state.key('i'), 'wl')).toBe('');
+    expect(await leaseOf('i')).toBe('');
     const [b, c] = await Promise.all([claim('i', 'B'), claim('i', 'C')]);
     expect([b, c].filter(Boolean), 'two writers both took an emptied lease').toHaveLength(1);
   });
@@ -40,7 +42,7 @@ describe('the write lease emptied by a recorded write', () => {
     await claim('i', 'A');
     await state.recordWritten([write('i', 1)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
     expect(await state.renewLeases(['i'], 'A', LEASE_MS)).toBe(1);
-    expect(await redis.hget(state.key('i'), 'wl')).toBe('');
+    expect(await leaseOf('i')).toBe('');
   });
 
   it('is released when the write is not newer than what the sink holds', async () => {
@@ -57,13 +59,13 @@ describe('the write lease emptied by a recorded write', () => {
     fresh();
     await claim('i', 'A');
     // A's lease expired and B took it: A's late record must not free B's item.
-    await redis.hset(state.key('i'), 'wl', `A|1`);
+    await redis.hset(state.leasesKey, state.key('i'), 'A|1');
     expect(await claim('i', 'B')).toBe(true);
     await state.recordWritten([write('i', 2)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
-    expect(await redis.hget(state.key('i'), 'wl')).toMatch(/^B\|/);
+    expect(await leaseOf('i')).toMatch(/^B\|/);
     expect(await claim('i', 'C')).toBe(false);
     await state.recordWritten([], { writerId: 'B', leaseMs: LEASE_MS, released: [], uncertain: ['i'] });
-    expect(await redis.hget(state.key('i'), 'wl')).toMatch(/^~\|/);
+    expect(await leaseOf('i')).toMatch(/^~\|/);
     expect(await claim('i', 'B'), 'an uncertain write passes the lease to no one, this writer included').toBe(false);
     expect(await claim('i', 'C')).toBe(false);
   });
@@ -73,7 +75,7 @@ describe('the write lease emptied by a recorded write', () => {
     await claim('i', 'A');
     await state.recordWritten([write('i', 1), write('i', 2)], { writerId: 'A', leaseMs: LEASE_MS, released: ['i'] });
     expect(await state.get('i')).toMatchObject({ writtenVersion: 2 });
-    expect(await redis.hget(state.key('i'), 'wl') ?? '').toBe('');
+    expect(await leaseOf('i')).toBe('');
     expect(await claim('i', 'B')).toBe(true);
   });
 
@@ -85,6 +87,6 @@ describe('the write lease emptied by a recorded write', () => {
     expect(await claim('i', 'B')).toBe(true);
     await state.recordWritten([write('i', 2)], { writerId: 'B', leaseMs: LEASE_MS, released: [] });
     expect(await redis.ttl(state.key('i'))).toBe(-1);
-    expect(await redis.hget(state.key('i'), 'wl')).toBe('');
+    expect(await leaseOf('i')).toBe('');
   });
 });

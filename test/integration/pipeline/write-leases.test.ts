@@ -1,0 +1,136 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ItemStateStore } from '../../../src/state/item-state.js';
+import { RedisServer } from '../../support/redis-server.js';
+
+// The write leases live in one hash per prefix, so that a batch's leases cost a command or two for
+// the whole batch, and a writer that still holds an item's lease records its write without reading
+// the item's hash again. These check what that shortcut must never do (move the state backwards,
+// record over another writer's lease, lose a tombstone's expiry), what it must cost, and that a
+// lease left in an item's hash by an older version is honoured. A Redis of the test's own: its
+// command counts are the writer's alone.
+const LEASE_MS = 60_000;
+let server: RedisServer;
+let redis: Redis;
+let state: ItemStateStore;
+
+beforeAll(async () => {
+  server = new RedisServer({ appendonly: 'no' });
+  redis = new Redis(await server.start());
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.remove();
+});
+
+let run = 0;
+function fresh(): void {
+  run += 1;
+  state = new ItemStateStore(redis, `leases-${run}`, 3600);
+}
+const claim = async (ids: string[], writer: string) => (await state.claimForWrite(ids, writer, LEASE_MS)).map((c) => c.claimed);
+const write = (id: string, version: number, sinkHeldDelete: boolean | undefined, deleted = false) => ({ itemId: id, version, deleted, contentHash: deleted ? '' : `h${version}`, model: deleted ? '' : 'm', sinkHeldDelete });
+const lapse = (id: string, writer: string) => redis.hset(state.leasesKey, state.key(id), `${writer}|1`);
+
+/** Calls of each command the server ran (scripts' commands included) while `fn` ran. */
+async function commandsDuring(fn: () => Promise<unknown>): Promise<Record<string, number>> {
+  const read = async () => Object.fromEntries([...(await redis.info('commandstats')).matchAll(/cmdstat_(\w+):calls=(\d+)/g)].map((m) => [m[1] as string, Number(m[2])]));
+  const before = await read();
+  await fn();
+  const after = await read();
+  return Object.fromEntries(Object.entries(after).map(([name, calls]) => [name, calls - (before[name] ?? 0)]).filter(([, n]) => (n as number) > 0));
+}
+
+describe('write leases in one hash per prefix', () => {
+  it('costs one HMGET per item to claim and one HSET per item to record, the leases a command or two per batch', async () => {
+    fresh();
+    const ids = Array.from({ length: 50 }, (_, i) => `i${i}`);
+    const claimed = await commandsDuring(() => claim(ids, 'A'));
+    expect(claimed).toMatchObject({ hmget: 51, hset: 1 });
+    const recorded = await commandsDuring(() => state.recordWritten(ids.map((id) => write(id, 1, false)), { writerId: 'A', leaseMs: LEASE_MS, released: [] }));
+    expect(recorded).toMatchObject({ hmget: 1, hset: 50, hdel: 1 });
+    expect(await redis.hlen(state.leasesKey), 'every lease given back').toBe(0);
+    expect(await state.get('i7')).toMatchObject({ writtenVersion: 1, contentHash: 'h1' });
+  });
+
+  it('never records over a lease another writer took: the state may under-claim, never move backwards', async () => {
+    fresh();
+    await claim(['i'], 'A');
+    await lapse('i', 'A');
+    expect(await claim(['i'], 'B')).toEqual([true]);
+    // A, late, records v7 while B holds the item: B's record will not read the hash, so A's must not land.
+    await state.recordWritten([write('i', 7, false)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
+    expect(await state.get('i')).toMatchObject({ writtenVersion: undefined });
+    expect(await redis.hget(state.leasesKey, state.key('i'))).toMatch(/^B\|/);
+    await state.recordWritten([write('i', 6, false)], { writerId: 'B', leaseMs: LEASE_MS, released: [] });
+    expect(await state.get('i')).toMatchObject({ writtenVersion: 6 });
+  });
+
+  it('compares with the item before recording when the lease lapsed and another writer recorded meanwhile', async () => {
+    fresh();
+    await claim(['i'], 'A');
+    await lapse('i', 'A');
+    await claim(['i'], 'B');
+    await state.recordWritten([write('i', 9, false)], { writerId: 'B', leaseMs: LEASE_MS, released: [] });
+    // A's claim found nothing in the sink; a record that trusted it would put v5 over v9.
+    await state.recordWritten([write('i', 5, false)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
+    expect(await state.get('i')).toMatchObject({ writtenVersion: 9, contentHash: 'h9' });
+  });
+
+  it('records a write whose lease lapsed unclaimed, after comparing', async () => {
+    fresh();
+    await claim(['i'], 'A');
+    await lapse('i', 'A');
+    await state.recordWritten([write('i', 3, false)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
+    expect(await state.get('i')).toMatchObject({ writtenVersion: 3 });
+    expect(await redis.hexists(state.leasesKey, state.key('i'))).toBe(0);
+  });
+
+  it('keeps the newest of two writes of one item in one record, in either order', async () => {
+    fresh();
+    await claim(['a', 'b'], 'A');
+    await state.recordWritten([write('a', 2, false), write('a', 1, false), write('b', 1, false), write('b', 2, false)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
+    expect((await state.getMany(['a', 'b'])).map((s) => s.writtenVersion)).toEqual([2, 2]);
+  });
+
+  it('sets a tombstone to expire and an upsert over a tombstone to stay, without reading the item', async () => {
+    fresh();
+    await claim(['i'], 'A');
+    await state.recordWritten([write('i', 1, false, true)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
+    expect(await redis.ttl(state.key('i'))).toBeGreaterThan(0);
+    const [claimedAgain] = await state.claimForWrite(['i'], 'A', LEASE_MS);
+    expect(claimedAgain?.written).toEqual({ version: 1, op: 'delete' });
+    await state.recordWritten([write('i', 2, true)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
+    expect(await redis.ttl(state.key('i')), 'the item came back: its state must not expire').toBe(-1);
+    expect(await state.get('i')).toMatchObject({ writtenVersion: 2, deleted: false });
+  });
+
+  it('renews only the leases this writer holds, in one read and one write', async () => {
+    fresh();
+    await claim(['a', 'b', 'c'], 'A');
+    await lapse('c', 'A');
+    await claim(['c'], 'B');
+    let lost = -1;
+    const renewed = await commandsDuring(async () => (lost = await state.renewLeases(['a', 'b', 'c'], 'A', LEASE_MS)));
+    expect(lost).toBe(1);
+    expect(renewed).toMatchObject({ hmget: 1, hset: 1 });
+    expect(await redis.hget(state.leasesKey, state.key('c'))).toMatch(/^B\|/);
+  });
+
+  it("honours a lease an older version left in the item's own hash until it expires", async () => {
+    fresh();
+    await redis.hset(state.key('old'), 'wl', `X|${Date.now() + LEASE_MS}`, 'wv', '4');
+    await redis.hset(state.key('lapsed'), 'wl', 'X|1');
+    expect(await claim(['old', 'lapsed'], 'A')).toEqual([false, true]);
+  });
+
+  it('claims and records batches larger than one Lua unpack takes', async () => {
+    fresh();
+    const ids = Array.from({ length: 9000 }, (_, i) => `i${i}`);
+    expect((await claim(ids, 'A')).every(Boolean)).toBe(true);
+    expect(await state.renewLeases(ids, 'A', LEASE_MS)).toBe(0);
+    await state.recordWritten(ids.map((id) => write(id, 1, false)), { writerId: 'A', leaseMs: LEASE_MS, released: [] });
+    expect(await redis.hlen(state.leasesKey)).toBe(0);
+    expect(await state.get('i8999')).toMatchObject({ writtenVersion: 1 });
+  });
+});
