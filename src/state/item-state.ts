@@ -112,9 +112,10 @@ return result`;
 // key, value: `<writer>|<expiry ms>`, on Redis's clock), not in each item's hash: a batch's leases
 // are taken, renewed and given back with one HMGET and one HSET or HDEL for the whole batch, where a
 // field in every item's hash cost an HSET per item at the claim and a read per item at the record.
-// A writer that still holds an item's lease when it records knows that no one recorded a write of
-// it since its claim, so it records without reading the item's hash again. Lua's unpack is bounded,
-// so the batch commands go in chunks.
+// A writer that still holds an item's lease when it records, unmarked, knows that no one recorded a
+// write of it since its claim, so it records without reading the item's hash again: any other
+// writer that records a write of the item meanwhile (a late one, whose lease lapsed) marks the
+// lease. Lua's unpack is bounded, so the batch commands go in chunks.
 const LEASE_HELPERS = `
 local CHUNK = 1000
 local function hmget_all(key, fields)
@@ -131,11 +132,16 @@ end
 local function hdel_all(key, fields)
   for i = 1, #fields, CHUNK do redis.call('HDEL', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields))) end
 end
--- A lease's holder and expiry; an empty or absent lease has no holder.
+-- A lease's holder, expiry, and whether another writer recorded a write of the item since the
+-- holder's claim (a third part, \`|c\`: the holder's claim no longer tells what the state holds, so
+-- it compares when it records). An empty or absent lease has no holder.
 local function lease_of(value)
-  if not value or value == '' then return nil, 0 end
+  if not value or value == '' then return nil, 0, false end
   local bar = string.find(value, '|', 1, true)
-  return string.sub(value, 1, bar - 1), tonumber(string.sub(value, bar + 1))
+  local rest = string.sub(value, bar + 1)
+  local mark = string.find(rest, '|', 1, true)
+  if mark then return string.sub(value, 1, bar - 1), tonumber(string.sub(rest, 1, mark - 1)), true end
+  return string.sub(value, 1, bar - 1), tonumber(rest), false
 end
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
@@ -149,11 +155,11 @@ for i = 2, #KEYS do items[#items + 1] = KEYS[i] end
 // lease passes to no one, this writer included, until it expires), version, deleted (0|1), content
 // hash, model, and whether the sink held a delete when the writer claimed the item (0|1; empty:
 // unknown). A written change is kept when it is the latest (by version, then delete after upsert),
-// so a writer that finishes late cannot move the state backwards: a writer still holding the lease
-// records at once (no one recorded since its claim, which found the change newer); one whose lease
-// another writer now holds records nothing (the holder records its own write, and the state may
-// under-claim, never over-claim); one whose lease lapsed unclaimed compares with the item's hash
-// first. A delete leaves a tombstone that expires, a later upsert keeps the item for good again.
+// so a writer that finishes late cannot move the state backwards: a writer still holding the lease,
+// unmarked, records at once (no one recorded since its claim, which found the change newer); any
+// other compares with the item's hash first and, when it records, marks the lease of the writer
+// the lease names, which then compares too. A delete leaves a tombstone that expires, a later
+// upsert keeps the item for good again.
 const RECORD_WRITTEN = `${LEASE_HELPERS}
 local retention, writer, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local snapshot = hmget_all(KEYS[1], items)
@@ -176,20 +182,21 @@ for i, key in ipairs(items) do
   if what == 'w' then
     local was = ARGV[base + 6]
     local fields = {'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5]}
-    if held and was ~= '' then
+    local holder, expiry, marked = lease_of(leases[key])
+    if held and was ~= '' and not marked then
       redis.call('HSET', key, unpack(fields))
       if del == '1' then redis.call('EXPIRE', key, retention)
       elseif was == '1' then redis.call('PERSIST', key) end
     else
-      local holder, expiry = lease_of(leases[key])
-      if held or holder == nil or expiry <= now then
-        local state = redis.call('HMGET', key, 'wv', 'del')
-        local version, current = tonumber(ARGV[base + 2]), tonumber(state[1])
-        if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
-          redis.call('HSET', key, unpack(fields))
-          if del == '1' then redis.call('EXPIRE', key, retention)
-          elseif state[2] == '1' then redis.call('PERSIST', key) end
-        end
+      local state = redis.call('HMGET', key, 'wv', 'del')
+      local version, current = tonumber(ARGV[base + 2]), tonumber(state[1])
+      if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
+        redis.call('HSET', key, unpack(fields))
+        if del == '1' then redis.call('EXPIRE', key, retention)
+        elseif state[2] == '1' then redis.call('PERSIST', key) end
+        -- The lease names another writer (live or lapsed): its claim no longer tells what the
+        -- state holds, so it must compare when it records.
+        if not held and holder ~= nil and holder ~= '~' and not marked then pass_lease(key, holder .. '|' .. tostring(expiry) .. '|c') end
       end
     end
     if held then pass_lease(key, '') end
@@ -241,8 +248,9 @@ local writer, lease = ARGV[1], tonumber(ARGV[2])
 local leases = hmget_all(KEYS[1], items)
 local renewed, lost = {}, 0
 for i, key in ipairs(items) do
-  if lease_of(leases[i]) == writer then
-    renewed[#renewed + 1] = key; renewed[#renewed + 1] = writer .. '|' .. tostring(now + lease)
+  local holder, _, marked = lease_of(leases[i])
+  if holder == writer then
+    renewed[#renewed + 1] = key; renewed[#renewed + 1] = writer .. '|' .. tostring(now + lease) .. (marked and '|c' or '')
   else
     lost = lost + 1
   end

@@ -53,17 +53,22 @@ describe('write leases in one hash per prefix', () => {
     expect(await state.get('i7')).toMatchObject({ writtenVersion: 1, contentHash: 'h1' });
   });
 
-  it('never records over a lease another writer took: the state may under-claim, never move backwards', async () => {
+  it('makes the holder compare when a late writer recorded over its lease: the state never moves backwards', async () => {
     fresh();
     await claim(['i'], 'A');
     await lapse('i', 'A');
     expect(await claim(['i'], 'B')).toEqual([true]);
-    // A, late, records v7 while B holds the item: B's record will not read the hash, so A's must not land.
+    // A, late, records v7 while B holds the item: it compares, records, and marks B's lease.
     await state.recordWritten([write('i', 7, false)], { writerId: 'A', leaseMs: LEASE_MS, released: [] });
-    expect(await state.get('i')).toMatchObject({ writtenVersion: undefined });
-    expect(await redis.hget(state.leasesKey, state.key('i'))).toMatch(/^B\|/);
+    expect(await state.get('i')).toMatchObject({ writtenVersion: 7 });
+    expect(await redis.hget(state.leasesKey, state.key('i'))).toMatch(/^B\|\d+\|c$/);
+    expect(await claim(['i'], 'C'), 'the marked lease still keeps other writers out').toEqual([false]);
+    expect(await state.renewLeases(['i'], 'B', LEASE_MS)).toBe(0);
+    expect(await redis.hget(state.leasesKey, state.key('i')), 'a renewal keeps the mark').toMatch(/^B\|\d+\|c$/);
+    // B's claim found nothing written and chose v6; a record that trusted it would put v6 over v7.
     await state.recordWritten([write('i', 6, false)], { writerId: 'B', leaseMs: LEASE_MS, released: [] });
-    expect(await state.get('i')).toMatchObject({ writtenVersion: 6 });
+    expect(await state.get('i')).toMatchObject({ writtenVersion: 7, contentHash: 'h7' });
+    expect(await redis.hexists(state.leasesKey, state.key('i'))).toBe(0);
   });
 
   it('compares with the item before recording when the lease lapsed and another writer recorded meanwhile', async () => {
