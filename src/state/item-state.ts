@@ -126,8 +126,8 @@ local function hmget_all(key, fields)
   end
   return out
 end
-local function hset_all(key, pairs)
-  for i = 1, #pairs, CHUNK do redis.call('HSET', key, unpack(pairs, i, math.min(i + CHUNK - 1, #pairs))) end
+local function hset_all(key, flat)
+  for i = 1, #flat, CHUNK do redis.call('HSET', key, unpack(flat, i, math.min(i + CHUNK - 1, #flat))) end
 end
 local function hdel_all(key, fields)
   for i = 1, #fields, CHUNK do redis.call('HDEL', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields))) end
@@ -163,48 +163,45 @@ for i = 2, #KEYS do items[#items + 1] = KEYS[i] end
 const RECORD_WRITTEN = `${LEASE_HELPERS}
 local retention, writer, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local snapshot = hmget_all(KEYS[1], items)
-local leases, touched = {}, {}
+-- Each item's lease as this call leaves it ('' once given back), and the ones it changed.
+local leases, changed = {}, {}
 for i, key in ipairs(items) do
   if leases[key] == nil then leases[key] = snapshot[i] or '' end
 end
-local function mine(key)
-  local holder = lease_of(leases[key])
-  return holder == writer
-end
-local function pass_lease(key, value)
-  leases[key] = value
-  touched[key] = true
-end
 for i, key in ipairs(items) do
   local base = 3 + (i - 1) * 6
-  local what, del, hash = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
-  local held = mine(key)
+  local what, del = ARGV[base + 1], ARGV[base + 3]
+  local holder, expiry, marked = lease_of(leases[key])
+  local held = holder == writer
   if what == 'w' then
     local was = ARGV[base + 6]
-    local fields = {'wv', ARGV[base + 2], 'del', del, 'h', hash, 'm', ARGV[base + 5]}
-    local holder, expiry, marked = lease_of(leases[key])
-    if held and was ~= '' and not marked then
-      redis.call('HSET', key, unpack(fields))
-      if del == '1' then redis.call('EXPIRE', key, retention)
-      elseif was == '1' then redis.call('PERSIST', key) end
-    else
+    -- An unmarked holder's claim still tells what the state holds: no read, no comparison.
+    local recorded, heldDelete = held and was ~= '' and not marked, was == '1'
+    if not recorded then
       local state = redis.call('HMGET', key, 'wv', 'del')
       local version, current = tonumber(ARGV[base + 2]), tonumber(state[1])
-      if current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1')) then
-        redis.call('HSET', key, unpack(fields))
-        if del == '1' then redis.call('EXPIRE', key, retention)
-        elseif state[2] == '1' then redis.call('PERSIST', key) end
-        -- The lease names another writer (live or lapsed): its claim no longer tells what the
-        -- state holds, so it must compare when it records.
-        if not held and holder ~= nil and holder ~= '~' and not marked then pass_lease(key, holder .. '|' .. tostring(expiry) .. '|c') end
+      recorded = current == nil or version > current or (version == current and (del == '1' or state[2] ~= '1'))
+      heldDelete = state[2] == '1'
+      -- The lease names another writer (live or lapsed): its claim no longer tells what the state
+      -- holds, so it must compare when it records.
+      if recorded and not held and holder ~= nil and holder ~= '~' and not marked then
+        leases[key] = holder .. '|' .. tostring(expiry) .. '|c'
+        changed[key] = true
       end
     end
-    if held then pass_lease(key, '') end
-  elseif held and what == 'u' then pass_lease(key, '~|' .. tostring(now + lease))
-  elseif held then pass_lease(key, '') end
+    if recorded then
+      redis.call('HSET', key, 'wv', ARGV[base + 2], 'del', del, 'h', ARGV[base + 4], 'm', ARGV[base + 5])
+      if del == '1' then redis.call('EXPIRE', key, retention)
+      elseif heldDelete then redis.call('PERSIST', key) end
+    end
+  end
+  if held then
+    leases[key] = what == 'u' and '~|' .. tostring(now + lease) or ''
+    changed[key] = true
+  end
 end
 local freed, handed = {}, {}
-for key in pairs(touched) do
+for key in pairs(changed) do
   if leases[key] == '' then freed[#freed + 1] = key
   else handed[#handed + 1] = key; handed[#handed + 1] = leases[key] end
 end
