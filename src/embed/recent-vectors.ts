@@ -6,8 +6,16 @@
  * process bought it, or it was evicted) reads the job as before.
  */
 export class RecentVectors {
-  /** Insertion order is eviction order: the oldest purchase goes first. */
-  private readonly vectors = new Map<string, string>();
+  private readonly vectors = new Map<string, { vector: string; seq: number }>();
+  /**
+   * Eviction order, oldest first, from `head` on. Not the map's own order: V8 keeps a deleted
+   * entry's slot until the map is rebuilt, so walking the map from its start on every insert
+   * stepped over thousands of them (4-5 µs per vector at saturation). An entry whose hash was
+   * remembered again since carries an older `seq` than the map's and is skipped.
+   */
+  private order: { hash: string; seq: number }[] = [];
+  private head = 0;
+  private seq = 0;
   private bytes = 0;
 
   constructor(readonly maxBytes: number) {}
@@ -17,23 +25,29 @@ export class RecentVectors {
   }
 
   get(hash: string): string | undefined {
-    return this.vectors.get(hash);
+    return this.vectors.get(hash)?.vector;
   }
 
   remember(hash: string, vector: string): void {
     this.forget(hash);
-    this.vectors.set(hash, vector);
+    const seq = ++this.seq;
+    this.vectors.set(hash, { vector, seq });
+    this.order.push({ hash, seq });
     this.bytes += hash.length + vector.length;
-    for (const oldest of this.vectors.keys()) {
-      if (this.bytes <= this.maxBytes) break;
-      this.forget(oldest);
+    while (this.bytes > this.maxBytes && this.head < this.order.length) {
+      const oldest = this.order[this.head++] as { hash: string; seq: number };
+      if (this.vectors.get(oldest.hash)?.seq === oldest.seq) this.forget(oldest.hash);
+    }
+    if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order = this.order.slice(this.head);
+      this.head = 0;
     }
   }
 
   private forget(hash: string): void {
-    const vector = this.vectors.get(hash);
-    if (vector === undefined) return;
+    const entry = this.vectors.get(hash);
+    if (entry === undefined) return;
     this.vectors.delete(hash);
-    this.bytes -= hash.length + vector.length;
+    this.bytes -= hash.length + entry.vector.length;
   }
 }

@@ -20,6 +20,19 @@ describe('RecentVectors', () => {
     expect([recent.get('a'), recent.get('b'), recent.get('c')]).toEqual(['yyyyyyyyyy', undefined, 'cccccccccc']);
   });
 
+  it('keeps the newest purchases over thousands of them, a hash remembered again staying newest', () => {
+    const recent = new RecentVectors(10 * (5 + 10));
+    for (let i = 0; i < 5_000; i++) {
+      recent.remember(`h${String(i).padStart(4, '0')}`, 'v'.repeat(10));
+      // Remembered again after every purchase: never the oldest, so never evicted.
+      recent.remember('kept!', 'k'.repeat(10));
+    }
+    expect(recent.size).toBe(10);
+    expect(recent.get('kept!')).toBe('kkkkkkkkkk');
+    for (let i = 4_991; i < 5_000; i++) expect(recent.get(`h${i}`)).toBe('vvvvvvvvvv');
+    expect(recent.get('h4990')).toBeUndefined();
+  });
+
   it('keeps nothing larger than its bound', () => {
     const recent = new RecentVectors(5);
     recent.remember('a', 'too long for the bound');
