@@ -17,8 +17,12 @@ ENV NODE_ENV=production
 # (~150-250 MiB), so a bounded old space keeps its RSS under 512 MiB with Qdrant
 # (npm run bench:backlog -- --sink qdrant-contract). glibc gives each native thread that allocates
 # an arena of its own; LanceDB's threads then keep ~100 MiB more than they use: two arenas are
-# enough for a worker (bench:backlog on LanceDB: peak RSS 642 -> 545 MiB).
-ENV NODE_OPTIONS=--max-old-space-size=256 MALLOC_ARENA_MAX=2
+# enough for a worker (bench:backlog on LanceDB: peak RSS 642 -> 545 MiB). glibc also raises its
+# mmap threshold (up to 32 MiB) each time a large block is freed, so LanceDB's large buffers move
+# into the arenas and their freed pages stay resident: the worker's RSS then grows with the table
+# (bench:backlog -- --seconds 300: 430 MiB at first, 850-920 MiB at 750k rows). Fixed mmap and
+# trim thresholds give those pages back: 340-505 MiB throughout, a few spikes aside, ~8% slower.
+ENV NODE_OPTIONS=--max-old-space-size=256 MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
 # /metrics, /healthz and /readyz on 9464, on every interface: 127.0.0.1 (the default outside a
 # container) is unreachable from outside the container. The read-write queue dashboard shares the
 # port, so it is off unless asked for (it then needs DASHBOARD_PASSWORD or DASHBOARD_PASSWORD_FILE).

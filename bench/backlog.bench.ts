@@ -7,7 +7,7 @@
  *
  *   npm run services:up
  *   npm run bench:backlog -- [--events 1000000] [--seconds 120] [--sink lancedb|qdrant-contract] [--heap-mib 256 (0: Node's default)]
- *                            [--malloc-arenas 2 (0: glibc's default)]
+ *                            [--malloc-arenas 2 (0: glibc's default)] [--malloc-mmap-threshold 131072 (0: glibc's default)]
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -27,8 +27,24 @@ const { values: args } = parseArgs({
     'heap-mib': { type: 'string', default: '256' },
     /** glibc's malloc arenas in the worker, as the Dockerfile sets them (0: glibc's default, 8 per core). */
     'malloc-arenas': { type: 'string', default: '2' },
+    /**
+     * glibc's fixed mmap and trim thresholds in bytes, as the Dockerfile sets them (0: glibc's
+     * default, which raises the mmap threshold up to 32 MiB as large blocks are freed, so LanceDB's
+     * buffers end up in the arenas and their freed pages are kept).
+     */
+    'malloc-mmap-threshold': { type: 'string', default: '131072' },
   },
 });
+
+const MALLOC_SETTINGS = ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_'] as const;
+
+/** glibc's settings for the worker, as the image sets them; '0' leaves one at glibc's default. */
+function mallocEnv(arenas: string, mmapThreshold: string): Partial<Record<(typeof MALLOC_SETTINGS)[number], string>> {
+  const env: Partial<Record<(typeof MALLOC_SETTINGS)[number], string>> = {};
+  if (arenas !== '0') env.MALLOC_ARENA_MAX = String(positiveInt('--malloc-arenas', arenas));
+  if (mmapThreshold !== '0') env.MALLOC_MMAP_THRESHOLD_ = env.MALLOC_TRIM_THRESHOLD_ = String(positiveInt('--malloc-mmap-threshold', mmapThreshold));
+  return env;
+}
 
 function rssMib(pid: number): number {
   try {
@@ -70,10 +86,11 @@ try {
   });
   const heapMib = Number(args['heap-mib']);
   const nodeOptions = heapMib > 0 ? `--max-old-space-size=${heapMib}` : '';
-  const arenas: { MALLOC_ARENA_MAX?: string } = args['malloc-arenas'] === '0' ? {} : { MALLOC_ARENA_MAX: String(positiveInt('--malloc-arenas', args['malloc-arenas'])) };
-  const env: NodeJS.ProcessEnv = { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions, ...arenas };
+  const malloc = mallocEnv(args['malloc-arenas'], args['malloc-mmap-threshold']);
+  const env: NodeJS.ProcessEnv = { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions };
   // 0 means glibc's default: not whatever this shell happens to set.
-  if (arenas.MALLOC_ARENA_MAX === undefined) delete env.MALLOC_ARENA_MAX;
+  for (const name of MALLOC_SETTINGS) delete env[name];
+  Object.assign(env, malloc);
   const worker = spawnWorker('ingest,embed,write', env);
   cleanup.add('worker process', async () => {
     if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
@@ -104,7 +121,7 @@ try {
   await sink.close();
   log('');
   printTable([
-    ['worker peak RSS (MiB)', fmt(peak), `sampled every 500 ms over ${seconds} s; ${nodeOptions || "Node's default heap limit"}; MALLOC_ARENA_MAX=${arenas.MALLOC_ARENA_MAX ?? "glibc's default"}`],
+    ['worker peak RSS (MiB)', fmt(peak), `sampled every 500 ms over ${seconds} s; ${nodeOptions || "Node's default heap limit"}; ${MALLOC_SETTINGS.map((name) => `${name}=${malloc[name] ?? "glibc's default"}`).join(' ')}`],
     ['events consumed', fmt(Number(args.events) - lag), `of ${args.events}; ${fmt(lag)} still waiting in Kafka`],
     ['items in the sink', fmt(written), `${fmt(written / seconds)} items/s`],
     ['most jobs waiting', fmt(maxJobs), `embed + write queues; QUEUE_HIGH_WATER=${services.config.redis.highWater}`],

@@ -13,7 +13,7 @@ export const ROOT = new URL('../../', import.meta.url).pathname;
 const K8S_DIR = join(ROOT, 'deploy/k8s');
 
 /** Read by Node or glibc, set by the image: not settings of the indexer. */
-const RUNTIME_ENV = new Set(['NODE_OPTIONS', 'NODE_ENV', 'MALLOC_ARENA_MAX']);
+const RUNTIME_ENV = new Set(['NODE_OPTIONS', 'NODE_ENV', 'MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_']);
 
 // Loose shapes: only the fields the tests read.
 export interface HttpProbe {
