@@ -14,6 +14,7 @@ export class RecentVectors {
    * remembered again since carries an older `seq` than the map's and is skipped.
    */
   private order: { hash: string; seq: number }[] = [];
+  /** Where eviction goes on from: the entries before it were evicted or were stale. */
   private head = 0;
   private seq = 0;
   private bytes = 0;
@@ -38,10 +39,18 @@ export class RecentVectors {
       const oldest = this.order[this.head++] as { hash: string; seq: number };
       if (this.vectors.get(oldest.hash)?.seq === oldest.seq) this.forget(oldest.hash);
     }
-    if (this.head > 1024 && this.head * 2 > this.order.length) {
-      this.order = this.order.slice(this.head);
-      this.head = 0;
-    }
+    this.compactOrder();
+  }
+
+  /**
+   * Drops what eviction has passed, and the entries of hashes remembered again since: without the
+   * latter, a few hashes remembered over and over under the bound would grow the array forever.
+   */
+  private compactOrder(): void {
+    const pending = this.order.length - this.head;
+    if (pending <= 2 * this.vectors.size + 1024 && this.head <= pending) return;
+    this.order = this.order.slice(this.head).filter((entry) => this.vectors.get(entry.hash)?.seq === entry.seq);
+    this.head = 0;
   }
 
   private forget(hash: string): void {

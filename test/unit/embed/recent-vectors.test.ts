@@ -33,6 +33,15 @@ describe('RecentVectors', () => {
     expect(recent.get('h4990')).toBeUndefined();
   });
 
+  it('keeps its eviction order as long as its entries when the same few hashes are remembered again and again under the bound', () => {
+    const recent = new RecentVectors(1_000_000);
+    for (let i = 0; i < 100_000; i++) recent.remember(`h${i % 3}`, String(i).padStart(10, '0'));
+    expect(recent.size).toBe(3);
+    expect(recent.get('h0')).toBe('0000099999');
+    // Private, read only here: the array must not keep one entry per remember.
+    expect((recent as unknown as { order: unknown[] }).order.length).toBeLessThan(2_000);
+  });
+
   it('keeps nothing larger than its bound', () => {
     const recent = new RecentVectors(5);
     recent.remember('a', 'too long for the bound');
