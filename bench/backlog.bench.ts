@@ -42,7 +42,12 @@ const MALLOC_SETTINGS = ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_T
 function mallocEnv(arenas: string, mmapThreshold: string): Partial<Record<(typeof MALLOC_SETTINGS)[number], string>> {
   const env: Partial<Record<(typeof MALLOC_SETTINGS)[number], string>> = {};
   if (arenas !== '0') env.MALLOC_ARENA_MAX = String(positiveInt('--malloc-arenas', arenas));
-  if (mmapThreshold !== '0') env.MALLOC_MMAP_THRESHOLD_ = env.MALLOC_TRIM_THRESHOLD_ = String(positiveInt('--malloc-mmap-threshold', mmapThreshold));
+  if (mmapThreshold !== '0') {
+    const bytes = positiveInt('--malloc-mmap-threshold', mmapThreshold);
+    // glibc's own ceiling for the mmap threshold on 64-bit; above it glibc ignores the setting.
+    if (bytes > 32 * 2 ** 20) throw new Error(`--malloc-mmap-threshold must be at most 33554432 (32 MiB, glibc's maximum), got "${mmapThreshold}"`);
+    env.MALLOC_MMAP_THRESHOLD_ = env.MALLOC_TRIM_THRESHOLD_ = String(bytes);
+  }
   return env;
 }
 
@@ -70,6 +75,9 @@ async function heapOf(): Promise<string> {
 const cleanup = new Cleanup();
 try {
   const seconds = positiveInt('--seconds', args.seconds);
+  // Checked before a million events are produced, not after.
+  const malloc = mallocEnv(args['malloc-arenas'], args['malloc-mmap-threshold']);
+  const heapMib = args['heap-mib'] === '0' ? 0 : positiveInt('--heap-mib', args['heap-mib']);
   const workload = loadWorkload({ events: args.events, catalog: undefined });
   const services = await startServices('backlog', { sink: args.sink, provider: 'stub', stubLatencyMs: 0 }, cleanup);
   log(`backlog benchmark: ${workload.lines.length} events (${workload.source}) into ${services.run}; one worker process, all roles; sink ${services.config.sink.kind}`);
@@ -84,9 +92,7 @@ try {
     await embed.close();
     await write.close();
   });
-  const heapMib = Number(args['heap-mib']);
   const nodeOptions = heapMib > 0 ? `--max-old-space-size=${heapMib}` : '';
-  const malloc = mallocEnv(args['malloc-arenas'], args['malloc-mmap-threshold']);
   const env: NodeJS.ProcessEnv = { ...process.env, ...services.overrides, LOG_LEVEL: 'warn', METRICS_PORT: process.env.BACKLOG_METRICS_PORT ?? '19464', NODE_OPTIONS: nodeOptions };
   // 0 means glibc's default: not whatever this shell happens to set.
   for (const name of MALLOC_SETTINGS) delete env[name];
