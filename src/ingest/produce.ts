@@ -1,19 +1,52 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { CompressionTypes, type Kafka, type Message } from 'kafkajs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CompressionTypes, type Admin, type Kafka, type Message } from 'kafkajs';
 import { readPath } from './change-event.js';
 
-/** Creates the topic when missing (no-op when it exists). */
+/** How long a topic just created may take to have a leader for every partition. */
+const TOPIC_LEADERS_TIMEOUT_MS = 30_000;
+
+/** Creates the topic when missing (no-op when it exists), and returns once its partitions have leaders. */
 export async function ensureTopic(kafka: Kafka, topic: string, partitions: number): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
     const existing = await admin.listTopics();
-    if (!existing.includes(topic)) {
+    if (existing.includes(topic)) return;
+    try {
       await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }], waitForLeaders: true });
+    } catch (error) {
+      // kafkajs waits for the leaders by reading the topic's metadata, and retries only while the
+      // answer is LEADER_NOT_AVAILABLE; a KRaft broker can answer UNKNOWN_TOPIC_OR_PARTITION
+      // until the new topic reaches its metadata cache (seen once in a full test run). The topic
+      // was created: wait for its leaders here instead.
+      if (!isUnknownTopic(error)) throw error;
+      await waitForLeaders(admin, topic, partitions);
     }
   } finally {
     await admin.disconnect();
+  }
+}
+
+function isUnknownTopic(error: unknown): boolean {
+  for (let link = error as { type?: unknown; cause?: unknown; originalError?: unknown } | undefined; link; link = (link.cause ?? link.originalError) as typeof link) {
+    if (link.type === 'UNKNOWN_TOPIC_OR_PARTITION') return true;
+  }
+  return false;
+}
+
+async function waitForLeaders(admin: Admin, topic: string, partitions: number): Promise<void> {
+  const deadline = Date.now() + TOPIC_LEADERS_TIMEOUT_MS;
+  for (;;) {
+    try {
+      const [metadata] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+      if (metadata !== undefined && metadata.partitions.length >= partitions && metadata.partitions.every((p) => p.leader >= 0)) return;
+    } catch (error) {
+      if (!isUnknownTopic(error)) throw error;
+    }
+    if (Date.now() > deadline) throw new Error(`the Kafka topic ${topic} was created, but its ${partitions} partitions have no leader after ${TOPIC_LEADERS_TIMEOUT_MS / 1000} s`);
+    await sleep(100);
   }
 }
 
