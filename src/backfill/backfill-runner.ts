@@ -10,6 +10,7 @@ import type { TableTruncate, TableTruncates } from '../ingest/table-truncates.js
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { EMBED_QUEUE, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import { addWriteJob } from '../queue/write-jobs.js';
 import type { InflightVectors } from '../embed/inflight-vectors.js';
 import type { BatchApiEmbedder } from './batch-api-embedder.js';
 import type { StoredRecord, VectorSink } from '../sinks/vector-sink.js';
@@ -349,7 +350,7 @@ export class BackfillRunner {
       for (const w of slice) w.heldBy = jobId;
       await this.options.inflight.announce(slice, jobId);
       await this.options.store.addJobs([backfillId], [jobId]);
-      await this.options.writeQueue.add('writes', { writes: slice }, { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY });
+      await addWriteJob(this.options.writeQueue, slice, { ...this.options.jobOptions, jobId, priority: BACKFILL_PRIORITY });
     }
     this.options.metrics.jobsEnqueued.inc({ queue: 'write' }, Math.ceil(writes.length / per));
   }

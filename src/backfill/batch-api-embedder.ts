@@ -6,7 +6,7 @@ import type { Tokenizer } from '../embed/tokenizer.js';
 import { batchUsageModel, type UsageStore } from '../embed/usage.js';
 import { checkVector } from '../embed/vectors.js';
 import type { Logger } from '../observability/logger.js';
-import { decodeVector, encodeVector, type ItemWrite, type QueuedChange } from '../queue/jobs.js';
+import { decodeVector, type ItemWrite, type QueuedChange } from '../queue/jobs.js';
 import type { ItemState, ItemStateStore } from '../state/item-state.js';
 
 export interface BatchApiEmbedderOptions {
@@ -126,9 +126,9 @@ export class BatchApiEmbedder {
   }
 
   /** Vectors by content hash from the output file; the failures from the error file. */
-  private async results(batch: Batch): Promise<{ vectors: Map<string, string>; failures: Map<string, string>; tokens: number }> {
+  private async results(batch: Batch): Promise<{ vectors: Map<string, Float32Array>; failures: Map<string, string>; tokens: number }> {
     const { client, dimensions } = this.options;
-    const vectors = new Map<string, string>();
+    const vectors = new Map<string, Float32Array>();
     const failures = new Map<string, string>();
     let tokens = 0;
     if (batch.status === 'failed' && batch.output_file_id === null) {
@@ -143,7 +143,7 @@ export class BatchApiEmbedder {
         const vector = typeof embedding === 'string' ? decodeVector(embedding) : Array.isArray(embedding) ? Float32Array.from(embedding as number[]) : undefined;
         if (vector === undefined) throw new Error(`no embedding (status ${line.response?.status_code})`);
         checkVector(vector, dimensions);
-        vectors.set(hash, encodeVector(vector));
+        vectors.set(hash, vector);
         tokens += body?.usage?.total_tokens ?? 0;
       } catch (error) {
         failures.set(hash, errorMessage(error));

@@ -18,7 +18,8 @@ import { InflightVectors } from '../embed/inflight-vectors.js';
 import { offerChanges, type SizedChange } from '../ingest/ingest-consumer.js';
 import { createKafka } from '../ingest/kafka.js';
 import { createLogger } from '../observability/logger.js';
-import { defaultJobOptions, EMBED_QUEUE, newJobId, WRITE_QUEUE, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import { decodeVector, defaultJobOptions, EMBED_QUEUE, newJobId, WRITE_QUEUE, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import { addWriteJob } from '../queue/write-jobs.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { configOrExit, servingConfigOf, withRedis } from './context.js';
 
@@ -252,7 +253,7 @@ class DeadLetterRetrier {
       const jobId = newJobId('w');
       const writes = slice.map(({ write }) => ({ ...write, heldBy: jobId }));
       await this.inflight.announce(writes, jobId);
-      await this.writeQueue.add('dlq-retry', { writes }, { ...this.jobOptions, jobId });
+      await addWriteJob(this.writeQueue, writes, { ...this.jobOptions, jobId });
       await this.store.remove(slice.map((p) => p.id));
       report.stages.write.retried += slice.length;
     }
@@ -336,7 +337,10 @@ export function parseItemWrite(original: Buffer): ItemWrite {
   if (body.op === 'upsert' && (typeof body.vector !== 'string' || typeof body.contentHash !== 'string')) {
     throw new Error('its original is an upsert without its vector or content hash: it cannot be written without embedding it again (retry the change through its source)');
   }
-  return body as unknown as ItemWrite;
+  // The letter holds the vector as base64; its slot was in the blob of the job it came from.
+  const { vector, slot: _slot, ...write } = body as unknown as Omit<ItemWrite, 'vector'> & { vector?: string };
+  if (typeof vector === 'string' && Buffer.byteLength(vector, 'base64') % 4 !== 0) throw new Error('its vector is not whole float32 values (base64 of a multiple of 4 bytes)');
+  return { ...write, vector: typeof vector === 'string' ? decodeVector(vector) : undefined };
 }
 
 /**

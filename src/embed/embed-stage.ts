@@ -7,7 +7,8 @@ import { isolateFailures, MicroBatcher, type Outcome } from '../core/micro-batch
 import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { decodeVector, encodeVector, newJobId, writeJobBytes, type defaultJobOptions, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import { newJobId, writeJobBytes, type defaultJobOptions, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import { addWriteJob } from '../queue/write-jobs.js';
 import type { ItemState, ItemStateStore } from '../state/item-state.js';
 import { contentHash } from './content-hash.js';
 import type { InflightVectors } from './inflight-vectors.js';
@@ -178,7 +179,7 @@ export class EmbedStage {
     hashes: (string | undefined)[],
     outcomes: Outcome<void>[],
     states: ItemState[],
-    reused: Map<string, string>,
+    reused: Map<string, Float32Array>,
     mine: string[],
     purchase: Promise<Outcome<Float32Array>[]>,
     theirs: (readonly [string, Promise<Outcome<Float32Array>>])[],
@@ -226,18 +227,18 @@ export class EmbedStage {
   }
 
   /** The vector for a text: taken from the write queue, or just bought and checked (invariant 4). */
-  private vectorFor(hash: string, text: string, reused: Map<string, string>, bought: Map<string, Outcome<Float32Array>>, itemId: string): Outcome<string> {
+  private vectorFor(hash: string, text: string, reused: Map<string, Float32Array>, bought: Map<string, Outcome<Float32Array>>, itemId: string): Outcome<Float32Array> {
     const { provider } = this.options;
     const held = reused.get(hash);
     try {
       if (held !== undefined) {
-        checkVector(decodeVector(held), provider.dimensions, itemId);
+        checkVector(held, provider.dimensions, itemId);
         return { ok: true, value: held };
       }
       const result = bought.get(text);
       if (!result?.ok) return { ok: false, error: result?.error ?? new Error('text was not embedded') };
       checkVector(result.value, provider.dimensions, itemId);
-      return { ok: true, value: encodeVector(result.value) };
+      return { ok: true, value: result.value };
     } catch (error) {
       return { ok: false, error };
     }
@@ -259,7 +260,7 @@ export class EmbedStage {
       async () => {
         await this.options.inflight.announce(writes, jobId);
         if (backfills.length > 0) await this.options.backfills.addJobs(backfills, [jobId]);
-        await this.options.writeQueue.add('writes', { writes }, { ...this.options.jobOptions, ...priority, jobId });
+        await addWriteJob(this.options.writeQueue, writes, { ...this.options.jobOptions, ...priority, jobId });
       },
       { policy: this.options.retryPolicy },
     );

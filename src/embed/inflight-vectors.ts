@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { WRITE_QUEUE, type ItemWrite, type WriteJobData } from '../queue/jobs.js';
+import { hasBlob, unpackWrites, vectorsKey } from '../queue/write-jobs.js';
 import { RecentVectors } from './recent-vectors.js';
 
 // KEYS[1]: the in-flight hash. ARGV: pairs of content hash and write job id. Deletes each hash's
@@ -19,7 +20,7 @@ return #stale`;
 
 /** Lua's unpack takes a few thousand values at most: longer lists go in slices. */
 const SLICE = 2000;
-/** The vectors a process keeps of the write jobs it announced: 16 MiB of base64. */
+/** The vectors a process keeps of the write jobs it announced: 16 MiB of float32. */
 const RECENT_VECTORS_MAX_BYTES = 16 * 2 ** 20;
 
 /**
@@ -61,13 +62,13 @@ export class InflightVectors {
   }
 
   /**
-   * The vectors (base64 float32) that the given write jobs still hold for the wanted hashes: from
-   * this process's memory when it announced them, else read from the jobs (a job holds every vector
-   * of its request, so reading one back costs them all). Hints pointing to jobs that no longer
-   * exist are removed.
+   * The vectors that the given write jobs still hold for the wanted hashes: from this process's
+   * memory when it announced them, else read from the jobs (their data and their vectors' blob, a
+   * request's vectors: reading one back costs them all). Hints pointing to jobs that no longer
+   * exist (or whose blob is gone: written) are removed.
    */
-  async vectorsFrom(jobsByHash: Map<string, string>): Promise<Map<string, string>> {
-    const vectors = new Map<string, string>();
+  async vectorsFrom(jobsByHash: Map<string, string>): Promise<Map<string, Float32Array>> {
+    const vectors = new Map<string, Float32Array>();
     const toRead = new Map<string, string>();
     for (const [hash, job] of jobsByHash) {
       const vector = this.recent.get(hash);
@@ -77,15 +78,22 @@ export class InflightVectors {
     const jobIds = [...new Set(toRead.values())];
     if (jobIds.length === 0) return vectors;
     const pipeline = this.redis.pipeline();
-    for (const id of jobIds) pipeline.hget(`${this.prefix}:${WRITE_QUEUE}:${id}`, 'data');
+    for (const id of jobIds) {
+      pipeline.hget(`${this.prefix}:${WRITE_QUEUE}:${id}`, 'data');
+      pipeline.getBuffer(vectorsKey(this.prefix, id));
+    }
     const results = (await pipeline.exec()) ?? [];
     const gone: string[] = [];
-    results.forEach(([error, raw], i) => {
-      if (error || typeof raw !== 'string') {
-        gone.push(jobIds[i] as string);
+    jobIds.forEach((id, i) => {
+      const [dataError, raw] = results[2 * i] ?? [];
+      const [blobError, blob] = results[2 * i + 1] ?? [];
+      const data = typeof raw === 'string' ? (JSON.parse(raw) as WriteJobData) : undefined;
+      // A job whose blob is gone had its writes recorded (the blob goes last): as good as gone.
+      if (dataError || blobError || data === undefined || (hasBlob(data) && blob === null)) {
+        gone.push(id);
         return;
       }
-      for (const write of (JSON.parse(raw) as WriteJobData).writes) {
+      for (const write of unpackWrites(data, blob as Buffer | null)) {
         if (write.op === 'upsert' && write.contentHash && write.vector && toRead.has(write.contentHash)) vectors.set(write.contentHash, write.vector);
       }
     });
@@ -101,7 +109,7 @@ export class InflightVectors {
     const held = writes.filter((w) => w.op === 'upsert' && w.contentHash !== undefined && w.vector !== undefined);
     if (held.length === 0) return;
     await this.redis.hset(this.key, Object.fromEntries(held.map((w) => [w.contentHash, writeJobId])));
-    for (const w of held) this.recent.remember(w.contentHash as string, w.vector as string);
+    for (const w of held) this.recent.remember(w.contentHash as string, w.vector as Float32Array);
   }
 
   /** After vectors are written: the jobs that held them no longer do (entries naming other jobs stay). */

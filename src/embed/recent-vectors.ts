@@ -2,11 +2,11 @@
  * The vectors this process put in write jobs lately, by content hash, bounded by their bytes. A
  * change needing a text whose vector waits in the write queue (the in-flight hint names the job)
  * takes it from here when this process bought it, instead of reading the whole write job back from
- * Redis: a job holds a request's vectors, up to a megabyte, to give one back. A miss (another
+ * Redis: a job's blob holds a request's vectors, up to a few megabytes, to give one back. A miss (another
  * process bought it, or it was evicted) reads the job as before.
  */
 export class RecentVectors {
-  private readonly vectors = new Map<string, { vector: string; seq: number }>();
+  private readonly vectors = new Map<string, { vector: Float32Array; seq: number }>();
   /**
    * Eviction order, oldest first, from `head` on. Not the map's own order: V8 keeps a deleted
    * entry's slot until the map is rebuilt, so walking the map from its start on every insert
@@ -25,16 +25,17 @@ export class RecentVectors {
     return this.vectors.size;
   }
 
-  get(hash: string): string | undefined {
+  get(hash: string): Float32Array | undefined {
     return this.vectors.get(hash)?.vector;
   }
 
-  remember(hash: string, vector: string): void {
+  remember(hash: string, vector: Float32Array): void {
     this.forget(hash);
     const seq = ++this.seq;
-    this.vectors.set(hash, { vector, seq });
+    // A view into a larger buffer (a write job's blob) is copied: kept, it would keep the whole blob.
+    this.vectors.set(hash, { vector: vector.byteLength === vector.buffer.byteLength ? vector : vector.slice(), seq });
     this.order.push({ hash, seq });
-    this.bytes += hash.length + vector.length;
+    this.bytes += hash.length + vector.byteLength;
     while (this.bytes > this.maxBytes && this.head < this.order.length) {
       const oldest = this.order[this.head++] as { hash: string; seq: number };
       if (this.vectors.get(oldest.hash)?.seq === oldest.seq) this.forget(oldest.hash);
@@ -57,6 +58,6 @@ export class RecentVectors {
     const entry = this.vectors.get(hash);
     if (entry === undefined) return;
     this.vectors.delete(hash);
-    this.bytes -= hash.length + entry.vector.length;
+    this.bytes -= hash.length + entry.vector.byteLength;
   }
 }

@@ -19,6 +19,7 @@ import { recordPauseReason } from '../observability/pause-reason.js';
 import { createRedis } from '../queue/connection.js';
 import { atBatchJobBoundary, type BatchJobDeps } from '../queue/job-boundary.js';
 import { defaultJobOptions, EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
+import { hasBlob, readBlob, remainingWrites, removeBlob, unpackWrites, writeLetter } from '../queue/write-jobs.js';
 
 /** BullMQ's own stall limit, out of reach: our job boundary applies JOB_STALL_LIMIT and dead-letters. */
 const BULLMQ_MAX_STALLED = 1_000_000;
@@ -128,7 +129,13 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       writeStage = stage;
       const worker = new Worker<WriteJobData>(
         WRITE_QUEUE,
-        (job, token) => atBatchJobBoundary(job, token, deps, { stage: 'write', items: job.data.writes, withItems: (writes) => ({ writes }), work: (writes) => stage.process(writes) }),
+        async (job, token) => {
+          const blob = hasBlob(job.data) ? await readBlob(redis, prefix, job.id as string) : undefined;
+          await atBatchJobBoundary(job, token, deps, { stage: 'write', items: unpackWrites(job.data, blob), withItems: (writes) => remainingWrites(writes, job.data.dimensions), letterOf: writeLetter, work: (writes) => stage.process(writes) });
+          // Reached when the job completes (every write done, skipped or dead-lettered with its
+          // vector); a retry or a deferral threw above, and keeps the blob.
+          if (blob !== undefined) await removeBlob(redis, prefix, job.id as string);
+        },
         { connection: redis, prefix, concurrency: config.workers.writeConcurrency, ...lockOptions },
       );
       worker.on('error', (error) => logger.error({ role: 'write', err: error.message }, WORKER_ERROR_ACTION));

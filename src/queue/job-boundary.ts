@@ -27,6 +27,8 @@ export interface BatchJobSpec<T extends { itemId: string }, D> {
   items: T[];
   /** The job's data holding only these items: what a retry carries. */
   withItems: (items: T[]) => D;
+  /** An item as its dead letter holds it, as JSON (default: the item itself). */
+  letterOf?: (item: T) => unknown;
   /** Runs the batch; one outcome per item, in order. Throwing counts as every item failing so. */
   work: (items: T[]) => Promise<Outcome<void>[]>;
   /** Items dead-lettered from a job that goes on without them (so a replay of them is not mistaken for a change still queued). */
@@ -57,7 +59,7 @@ export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: J
   const { stage, items } = spec;
   if (job.stalledCounter > deps.stallLimit) {
     const error = new IndexerError('JOB_STALLED', `the job stalled ${job.stalledCounter} times (its worker died or hung past its lock each time); over JOB_STALL_LIMIT=${deps.stallLimit}`, { canRetry: false });
-    await deadLetter(job, deps, stage, items.map((item) => ({ item, error })));
+    await deadLetter(job, deps, stage, items.map((item) => ({ item, error })), spec.letterOf);
     return;
   }
 
@@ -87,7 +89,7 @@ export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: J
     }
   });
 
-  await deadLetter(job, deps, stage, final);
+  await deadLetter(job, deps, stage, final, spec.letterOf);
   if (remaining.length === 0) return;
   if (final.length > 0) await spec.released?.(final.map((f) => f.item.itemId), job.id as string);
   if (remaining.length < items.length) await job.updateData(spec.withItems(remaining));
@@ -104,14 +106,14 @@ export async function atBatchJobBoundary<T extends { itemId: string }, D>(job: J
   throw new ItemsToRetryError(remaining.length, items.length, retryCause);
 }
 
-async function deadLetter<T extends { itemId: string }>(job: Job, deps: BatchJobDeps, stage: DeadLetterStage, failed: { item: T; error: unknown }[]): Promise<void> {
+async function deadLetter<T extends { itemId: string }>(job: Job, deps: BatchJobDeps, stage: DeadLetterStage, failed: { item: T; error: unknown }[], letterOf: (item: T) => unknown = (item) => item): Promise<void> {
   if (failed.length === 0) return;
   const letters: DeadLetter[] = failed.map(({ item, error }) => ({
     stage,
     code: error instanceof IndexerError ? error.code : 'UNEXPECTED',
     reason: errorMessage(error),
     itemId: item.itemId,
-    original: Buffer.from(JSON.stringify(item)),
+    original: Buffer.from(JSON.stringify(letterOf(item))),
     key: Buffer.from(item.itemId),
     source: `${stage}:${job.id}`,
   }));

@@ -40,8 +40,8 @@ export interface ItemWrite {
   metadata: Record<string, unknown>;
   contentHash: string | undefined;
   model: string | undefined;
-  /** float32 little-endian, base64: a quarter of the size of a JSON float array. */
-  vector: string | undefined;
+  /** An upsert's vector. In a write job it lives in the job's vector blob (see write-jobs.ts). */
+  vector: Float32Array | undefined;
   embeddedAt: string | undefined;
   acceptedAt: number;
   textTokens?: number;
@@ -53,11 +53,21 @@ export interface ItemWrite {
   heldBy?: string;
   /** The backfill whose row this is (see QueuedChange.backfill). */
   backfill?: string;
+  /** Where its vector is in the blob of the write job it was read from. */
+  slot?: number;
 }
+
+/**
+ * A write as a write job's JSON holds it: an upsert names its vector's `slot` in the job's blob.
+ * `vector` (float32 little-endian, base64) only in jobs an older version queued.
+ */
+export type QueuedWrite = Omit<ItemWrite, 'vector'> & { vector?: string };
 
 /** A write job: the results of one embeddings request (plus the deletes and payload-only changes beside it). */
 export interface WriteJobData {
-  writes: ItemWrite[];
+  writes: QueuedWrite[];
+  /** The vectors' dimension, when the job has a blob. */
+  dimensions?: number;
 }
 
 /**
@@ -85,7 +95,8 @@ export function defaultJobOptions(attempts: number, backoffMs: number): JobsOpti
 const WRITE_FIELDS_BYTES = 360;
 
 /**
- * A write job's data size in JSON, estimated from its strings: the vectors dominate it, and
+ * A write job's size in Redis: its data as JSON, estimated from its strings, and its vectors'
+ * blob. The vectors dominate it, and
  * serializing every job a second time only to weigh it cost the embed stage more than the enqueue.
  * Never below the real size: strings from the source (id, text, model) are measured as JSON writes
  * them, since a quote, newline or control character takes two to six bytes there.
@@ -93,7 +104,7 @@ const WRITE_FIELDS_BYTES = 360;
 export function writeJobBytes(writes: ItemWrite[]): number {
   let bytes = 16;
   for (const w of writes) {
-    bytes += WRITE_FIELDS_BYTES + jsonStringBytes(w.itemId) + (w.vector?.length ?? 0) + (w.contentHash?.length ?? 0) + (w.model === undefined ? 0 : jsonStringBytes(w.model)) + (w.updatedAt?.length ?? 0);
+    bytes += WRITE_FIELDS_BYTES + jsonStringBytes(w.itemId) + (w.vector?.byteLength ?? 0) + (w.contentHash?.length ?? 0) + (w.model === undefined ? 0 : jsonStringBytes(w.model)) + (w.updatedAt?.length ?? 0);
     bytes += (w.heldBy?.length ?? 0) + (w.backfill?.length ?? 0) + (w.text === undefined ? 0 : jsonStringBytes(w.text)) + Buffer.byteLength(JSON.stringify(w.metadata));
   }
   return bytes;

@@ -8,6 +8,7 @@ import type { Kafka } from 'kafkajs';
 import { createKafka, deleteConsumerGroup, withAdmin } from '../ingest/kafka.js';
 import { silentLogger } from '../observability/logger.js';
 import { EMBED_QUEUE, WRITE_QUEUE } from '../queue/jobs.js';
+import { vectorsKeyPattern } from '../queue/write-jobs.js';
 import { createSink } from '../sinks/create-sink.js';
 import { collectionFor, configFor, generationPrefix, GenerationStore, servingGeneration, type Generation, type GenerationRegistry } from './generations.js';
 
@@ -234,7 +235,7 @@ export class Reindexer {
     const kept = new Set([`${prefix}:dlq`, `${prefix}:dlq:counts`, `${prefix}:usage`]);
     const patterns =
       generation.id === 1
-        ? [`${prefix}:item:*`, `${prefix}:write-leases`, `${prefix}:embed:*`, `${prefix}:write:*`, `${prefix}:backfill:*`, `${prefix}:inflight`, `${prefix}:cdc:*`, `${prefix}:status:paused:*`]
+        ? [`${prefix}:item:*`, `${prefix}:write-leases`, `${prefix}:embed:*`, `${prefix}:write:*`, vectorsKeyPattern(prefix), `${prefix}:backfill:*`, `${prefix}:inflight`, `${prefix}:cdc:*`, `${prefix}:status:paused:*`]
         : [`${prefix}:*`];
     for (const pattern of patterns) {
       let cursor = '0';

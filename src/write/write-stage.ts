@@ -7,7 +7,7 @@ import { withRetry, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { InflightVectors } from '../embed/inflight-vectors.js';
-import { decodeVector, newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite } from '../queue/jobs.js';
+import { newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite } from '../queue/jobs.js';
 import { buildPayload, type Payload, type SinkBatch, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
 
@@ -94,6 +94,7 @@ export class WriteStage {
     // What the sink held at the claim: while this writer keeps the lease, no one else records a
     // write of the item, so the record needs no second read of its state.
     const heldDeleteAtClaim = new Map<number, boolean>();
+    let vectorless = 0;
     candidates.forEach((i, k) => {
       const { claimed: mine, written, seen } = claims[k] as (typeof claims)[number];
       const item = items[i] as ItemWrite;
@@ -107,9 +108,16 @@ export class WriteStage {
       // A payload a newer change superseded is not written: the newer one carries newer metadata.
       // An upsert always is: its vector was paid for, and the newer change may need that very text.
       if (item.op === 'payload' && seen !== undefined && isAfter(seen, item)) return;
+      // Its job's vectors were removed once its writes were recorded; a job run again after that
+      // finds them gone, and only an item that was still not written needs one (never expected).
+      if (item.op === 'upsert' && item.vector === undefined) {
+        vectorless++;
+        outcomes[i] = { ok: false, error: new IndexerError('WRITE_VECTOR_MISSING', `the vector of item ${item.itemId} (version ${item.version}) is no longer beside its write job; replay the change from its source`, { canRetry: false }) };
+        return;
+      }
       chosen.push(i);
     });
-    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, items.length - chosen.length - (candidates.length - claimed.length));
+    metrics.eventsSkipped.inc({ reason: 'not_newer_than_sink' }, items.length - chosen.length - vectorless - (candidates.length - claimed.length));
 
     // Items the sink turned out not to hold (a set: a retried or split call may report one twice).
     const missing = new Set<string>();
@@ -290,5 +298,5 @@ function toPayload(item: ItemWrite, indexedAt: string): Payload {
 }
 
 function toRecord(item: ItemWrite, indexedAt: string): SinkRecord {
-  return { itemId: item.itemId, vector: decodeVector(item.vector as string), payload: toPayload(item, indexedAt) };
+  return { itemId: item.itemId, vector: item.vector as Float32Array, payload: toPayload(item, indexedAt) };
 }

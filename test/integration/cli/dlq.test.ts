@@ -15,7 +15,8 @@ import { SinkError } from '../../../src/core/errors.js';
 import { DeadLetterStore, MAX_ORIGINAL_BYTES } from '../../../src/deadletter/dead-letter-store.js';
 import { createKafka, withAdmin } from '../../../src/ingest/kafka.js';
 import { silentLogger } from '../../../src/observability/logger.js';
-import { decodeVector, WRITE_QUEUE, type ItemWrite, type QueuedChange, type WriteJobData } from '../../../src/queue/jobs.js';
+import { decodeVector, WRITE_QUEUE, type ItemWrite, type QueuedChange, type QueuedWrite, type WriteJobData } from '../../../src/queue/jobs.js';
+import { vectorsKey } from '../../../src/queue/write-jobs.js';
 import { createSink } from '../../../src/sinks/create-sink.js';
 import type { VectorSink } from '../../../src/sinks/vector-sink.js';
 import { deletePrefix, services, uniqueName, waitFor } from '../../support/helpers.js';
@@ -53,8 +54,8 @@ describe('dlq retry', () => {
     await first.close();
     const bought = stub.requests.length;
     expect(bought).toBe(1);
-    const original = JSON.parse(letter.original.toString('utf8')) as ItemWrite;
-    expect(original.vector).toEqual(expect.any(String));
+    const original = JSON.parse(letter.original.toString('utf8')) as QueuedWrite;
+    expect(original.vector, 'the letter holds the vector, as base64').toEqual(expect.any(String));
 
     const redis = await redisFor(config);
     const report = await retryDeadLetters(config, redis, byIds(letter.id));
@@ -65,7 +66,9 @@ describe('dlq retry', () => {
     const [job, ...others] = await writeQueue.getJobs(['waiting']);
     expect(others).toHaveLength(0);
     const [write] = (job?.data as WriteJobData).writes;
-    expect(write).toEqual({ ...original, heldBy: job?.id });
+    const { vector: letterVector, ...rest } = original;
+    expect(write, 'the vector goes beside the job, in its blob').toEqual({ ...rest, heldBy: job?.id, slot: 0 });
+    expect(await redis.getBuffer(vectorsKey(config.redis.prefix, job?.id as string))).toEqual(Buffer.from(letterVector as string, 'base64'));
     expect(job?.id).toMatch(/^w/);
     expect(job?.id).not.toBe(original.heldBy);
 

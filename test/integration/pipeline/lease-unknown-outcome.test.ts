@@ -9,7 +9,8 @@
  */
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { newJobId, encodeVector, type ItemWrite } from '../../../src/queue/jobs.js';
+import { newJobId, type ItemWrite } from '../../../src/queue/jobs.js';
+import { addWriteJob, packWrites } from '../../../src/queue/write-jobs.js';
 import { pointId } from '../../../src/sinks/point-id.js';
 import { QdrantSink } from '../../../src/sinks/qdrant/qdrant-sink.js';
 import { stubVector } from '../../support/embeddings-stub.js';
@@ -24,7 +25,7 @@ function write(itemId: string, op: 'upsert' | 'delete', version: number): ItemWr
     metadata: upsert ? { title: `v${version}` } : {},
     contentHash: upsert ? `hash-v${version}` : undefined,
     model: upsert ? HARNESS_MODEL : undefined,
-    vector: upsert ? encodeVector(stubVector(`text v${version}`, HARNESS_DIMENSIONS)) : undefined,
+    vector: upsert ? stubVector(`text v${version}`, HARNESS_DIMENSIONS) : undefined,
     embeddedAt: upsert ? new Date().toISOString() : undefined,
     acceptedAt: Date.now(),
   };
@@ -63,13 +64,13 @@ describe('write lease vs a timed-out sink request', () => {
       }
     };
     try {
-      await queue.add('writes', { writes: [write('doomed', 'upsert', 5)] }, { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
+      await addWriteJob(queue, [write('doomed', 'upsert', 5)], { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
       await waitFor('the upsert of v5 in flight', async () => held > 0, { timeoutMs: 10_000 });
       await waitFor('the upsert of v5 timed out at the client and its job deferred', async () => {
         for (const p of [a, b]) if ((await p.metrics.jobsDeferred.get()).values.some((v) => v.labels.reason === 'SINK_UNAVAILABLE')) return true;
         return false;
       }, { timeoutMs: 30_000 });
-      const deleteJob = await queue.add('writes', { writes: [write('doomed', 'delete', 6)] }, { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
+      const deleteJob = await queue.add('writes', packWrites([write('doomed', 'delete', 6)]).data, { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
       // Either the delete is written now (the lease was given back: the defect), or it waits.
       await waitFor('the delete of v6 tried', async () => (await redis.hget(`${config.redis.prefix}:item:doomed`, 'wv')) === '6' || (await deleteJob.getState()) === 'delayed', { timeoutMs: 30_000 });
     } finally {

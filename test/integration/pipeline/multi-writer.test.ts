@@ -8,7 +8,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../src/config/config.js';
-import { newJobId, WRITE_QUEUE, encodeVector, type ItemWrite, type WriteJobData } from '../../../src/queue/jobs.js';
+import { newJobId, WRITE_QUEUE, type ItemWrite, type WriteJobData } from '../../../src/queue/jobs.js';
+import { addWriteJob, packWrites } from '../../../src/queue/write-jobs.js';
 import { pointId } from '../../../src/sinks/point-id.js';
 import { QdrantSink } from '../../../src/sinks/qdrant/qdrant-sink.js';
 import { ItemStateStore } from '../../../src/state/item-state.js';
@@ -51,7 +52,7 @@ function write(itemId: string, op: 'upsert' | 'delete', version: number): ItemWr
     metadata: upsert ? { title: `v${version}` } : {},
     contentHash: upsert ? `hash-v${version}` : undefined,
     model: upsert ? MODEL : undefined,
-    vector: upsert ? encodeVector(stubVector(`text v${version}`, DIMENSIONS)) : undefined,
+    vector: upsert ? stubVector(`text v${version}`, DIMENSIONS) : undefined,
     embeddedAt: upsert ? new Date().toISOString() : undefined,
     acceptedAt: Date.now(),
   };
@@ -92,11 +93,11 @@ describe('two writer processes', () => {
       }
     };
     try {
-      await queue.add('writes', { writes: [write('doomed', 'upsert', 5)] }, { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
+      await addWriteJob(queue, [write('doomed', 'upsert', 5)], { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
       await waitFor('the upsert of v5 held in flight', async () => upsertHeld);
 
       // The delete of v6 goes to the other writer (the first one's only slot is busy).
-      const deleteJob = await queue.add('writes', { writes: [write('doomed', 'delete', 6)] }, { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
+      const deleteJob = await queue.add('writes', packWrites([write('doomed', 'delete', 6)]).data, { jobId: newJobId('w'), attempts: 8, removeOnComplete: true });
       await waitFor('the delete of v6 tried by the other writer (written, or waiting its turn)', async () => {
         if ((await state.get('doomed')).writtenVersion === 6) return true;
         return (await deleteJob.getState()) === 'delayed';

@@ -1,0 +1,142 @@
+import { Job, type JobsOptions, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { decodeVector, encodeVector, WRITE_QUEUE, type ItemWrite, type QueuedWrite, type WriteJobData } from './jobs.js';
+
+/**
+ * A write job's vectors live beside it, in one binary key (`<prefix>:write-vectors:<job id>`, the
+ * float32 vectors end to end), and each upsert in the job's JSON names its `slot` there. Base64
+ * inside the JSON cost the main thread ~8% at saturation: JSON.stringify scans every character of
+ * a string for escapes (~250 MB/s), and the job crossed UTF-8 both ways, for bytes that JSON never
+ * needed to read. The key is added in the same MULTI as the job, so no process ever sees one
+ * without the other, and deleted once the job's writes are done.
+ */
+export function vectorsKey(prefix: string, jobId: string): string {
+  return `${prefix}:${WRITE_QUEUE}-vectors:${jobId}`;
+}
+
+/** The key pattern of every write job's vectors under a prefix (for a generation's clean-up). */
+export function vectorsKeyPattern(prefix: string): string {
+  return `${prefix}:${WRITE_QUEUE}-vectors:*`;
+}
+
+/**
+ * Writes as a job's data and the vectors' blob: each upsert gets the next slot. Writes that
+ * already have a slot in this job (a job's data shrunk to its remaining items) keep it: the blob
+ * does not change.
+ */
+export function packWrites(writes: ItemWrite[]): { data: WriteJobData; blob: Buffer | undefined } {
+  const vectors: Float32Array[] = [];
+  const queued = writes.map((w) => {
+    if (w.vector === undefined) return queuedWrite(w, undefined);
+    vectors.push(w.vector);
+    return queuedWrite(w, vectors.length - 1);
+  });
+  if (vectors.length === 0) return { data: { writes: queued }, blob: undefined };
+  const dimensions = (vectors[0] as Float32Array).length;
+  if (vectors.some((v) => v.length !== dimensions)) throw new Error(`a write job's vectors must share one dimension (${dimensions}); got ${[...new Set(vectors.map((v) => v.length))].join(', ')}`);
+  return { data: { writes: queued, dimensions }, blob: Buffer.concat(vectors.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength))) };
+}
+
+/** The data a job keeps when it shrinks to these of its writes: their slots stay as they were. */
+export function remainingWrites(writes: ItemWrite[], dimensions: number | undefined): WriteJobData {
+  const queued = writes.map((w) => queuedWrite(w, w.slot));
+  return dimensions === undefined ? { writes: queued } : { writes: queued, dimensions };
+}
+
+/**
+ * A job's writes with their vectors: from the blob by slot, or (jobs queued by an older version)
+ * base64 inside the write. An upsert whose vector is not there (the blob was removed after its
+ * writes were recorded, and the job ran again) comes back without one: the writer only needs it
+ * if the item was not written, and then dead-letters it (WRITE_VECTOR_MISSING).
+ */
+export function unpackWrites(data: WriteJobData, blob: Buffer | null | undefined): ItemWrite[] {
+  const floats = blob ? alignedFloats(blob) : undefined;
+  const dimensions = data.dimensions ?? 0;
+  return data.writes.map((q) => {
+    const write = itemWrite(q);
+    if (q.slot !== undefined) {
+      write.slot = q.slot;
+      const start = q.slot * dimensions;
+      if (floats !== undefined && dimensions > 0 && start + dimensions <= floats.length) write.vector = floats.subarray(start, start + dimensions);
+    } else if (typeof q.vector === 'string') {
+      write.vector = decodeVector(q.vector);
+    }
+    return write;
+  });
+}
+
+/** A write as its dead letter holds it: the vector as base64 (what `dlq retry` reads back). */
+export function writeLetter(write: ItemWrite): unknown {
+  const { vector, slot: _slot, ...rest } = write;
+  return vector === undefined ? rest : { ...rest, vector: encodeVector(vector) };
+}
+
+/** Whether a job's data names vectors in a blob (else it has none, or carries them inline). */
+export function hasBlob(data: WriteJobData): boolean {
+  return data.writes.some((w) => w.slot !== undefined);
+}
+
+/**
+ * Adds a write job with its vectors in one MULTI: the job and its blob exist together or not at
+ * all. This is what Queue.add does (Job.addJob is BullMQ's own step for adding inside a
+ * transaction, as its addBulk does), with the blob's SET before it.
+ */
+export async function addWriteJob(queue: Queue<WriteJobData>, writes: ItemWrite[], opts: JobsOptions & { jobId: string }): Promise<void> {
+  const { data, blob } = packWrites(writes);
+  if (blob === undefined) {
+    await queue.add('writes', data, opts);
+    return;
+  }
+  const multi = (await queue.backend.client).multi();
+  multi.runCommand('set', [vectorsKey(queue.opts.prefix ?? 'bull', opts.jobId), blob]);
+  // Queued on the transaction at once; its promise settles with exec (its error is exec's).
+  job(queue, data, opts).addJob(multi).catch(() => undefined);
+  // Redis's own error, as a Queue.add would throw it: the retry policy reads its reply (OOM passes).
+  for (const [error] of (await multi.exec()) ?? []) if (error) throw error;
+}
+
+function job(queue: Queue<WriteJobData>, data: WriteJobData, opts: JobsOptions & { jobId: string }): Job<WriteJobData> {
+  return new Job<WriteJobData>(queue, 'writes', data, opts, opts.jobId);
+}
+
+/** A write job's blob, or null when it has none or it is gone. */
+export async function readBlob(redis: Redis, prefix: string, jobId: string): Promise<Buffer | null> {
+  return redis.getBuffer(vectorsKey(prefix, jobId));
+}
+
+/** Once a job's writes are all done (written, skipped or dead-lettered with their vectors). */
+export async function removeBlob(redis: Redis, prefix: string, jobId: string): Promise<void> {
+  await redis.del(vectorsKey(prefix, jobId));
+}
+
+/** Float32Array needs a byte offset divisible by 4; a Buffer read from a socket may not have one. */
+function alignedFloats(blob: Buffer): Float32Array {
+  if (blob.byteOffset % 4 === 0) return new Float32Array(blob.buffer, blob.byteOffset, Math.floor(blob.byteLength / 4));
+  const aligned = new Float32Array(Math.floor(blob.byteLength / 4));
+  new Uint8Array(aligned.buffer).set(blob.subarray(0, aligned.byteLength));
+  return aligned;
+}
+
+/**
+ * Field by field, like the embed stage's itemWrite: V8 (Node 20) copies an object spread property
+ * by property. Optional fields are set only when present, so JSON omits them as before.
+ */
+function queuedWrite(w: ItemWrite, slot: number | undefined): QueuedWrite {
+  const q: QueuedWrite = { itemId: w.itemId, op: w.op, version: w.version, updatedAt: w.updatedAt, metadata: w.metadata, contentHash: w.contentHash, model: w.model, embeddedAt: w.embeddedAt, acceptedAt: w.acceptedAt };
+  if (slot !== undefined) q.slot = slot;
+  copyOptional(w, q);
+  return q;
+}
+
+function itemWrite(q: QueuedWrite): ItemWrite {
+  const w: ItemWrite = { itemId: q.itemId, op: q.op, version: q.version, updatedAt: q.updatedAt, metadata: q.metadata, contentHash: q.contentHash, model: q.model, vector: undefined, embeddedAt: q.embeddedAt, acceptedAt: q.acceptedAt };
+  copyOptional(q, w);
+  return w;
+}
+
+type OptionalField = 'textTokens' | 'truncated' | 'text' | 'versionSource' | 'heldBy' | 'backfill';
+const OPTIONAL_FIELDS: readonly OptionalField[] = ['textTokens', 'truncated', 'text', 'versionSource', 'heldBy', 'backfill'];
+
+function copyOptional(from: Pick<ItemWrite, OptionalField>, to: Pick<ItemWrite, OptionalField>): void {
+  for (const field of OPTIONAL_FIELDS) if (from[field] !== undefined) (to as Record<OptionalField, unknown>)[field] = from[field];
+}
