@@ -242,7 +242,7 @@ class DeadLetterRetrier {
     const parsed: { id: string; write: ItemWrite }[] = [];
     for (const entry of entries) {
       try {
-        parsed.push({ id: entry.id, write: parseItemWrite(entry.original) });
+        parsed.push({ id: entry.id, write: parseItemWrite(entry.original, this.config.embeddings.dimensions) });
       } catch (error) {
         this.refuse(report, entry, errorMessage(error));
       }
@@ -331,7 +331,7 @@ export function parseQueuedChange(original: Buffer): QueuedChange {
 }
 
 /** A write dead letter's write, as it was queued; an upsert must still hold its vector. */
-export function parseItemWrite(original: Buffer): ItemWrite {
+export function parseItemWrite(original: Buffer, dimensions?: number): ItemWrite {
   const body = parseJsonObject(original, 'a write');
   assertItem(body, ['upsert', 'delete', 'payload'], 'a write');
   if (body.op === 'upsert' && (typeof body.vector !== 'string' || typeof body.contentHash !== 'string')) {
@@ -339,8 +339,11 @@ export function parseItemWrite(original: Buffer): ItemWrite {
   }
   // The letter holds the vector as base64; its slot was in the blob of the job it came from.
   const { vector, slot: _slot, ...write } = body as unknown as Omit<ItemWrite, 'vector'> & { vector?: string };
-  if (typeof vector === 'string' && Buffer.byteLength(vector, 'base64') % 4 !== 0) throw new Error('its vector is not whole float32 values (base64 of a multiple of 4 bytes)');
-  return { ...write, vector: typeof vector === 'string' ? decodeVector(vector) : undefined };
+  if (typeof vector !== 'string') return { ...write, vector: undefined };
+  const bytes = Buffer.from(vector, 'base64').byteLength;
+  if (bytes === 0 || bytes % 4 !== 0) throw new Error(`its vector is not base64 of float32 values (it decodes to ${bytes} bytes)`);
+  if (dimensions !== undefined && bytes / 4 !== dimensions) throw new Error(`its vector has ${bytes / 4} dimensions, the configured model ${dimensions} (EMBEDDINGS_DIMENSIONS): retry it with the configuration it was embedded with, or replay the change from its source`);
+  return { ...write, vector: decodeVector(vector) };
 }
 
 /**

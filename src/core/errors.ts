@@ -157,7 +157,7 @@ const TRANSIENT_REDIS_REPLIES = new Set(['OOM', 'READONLY', 'BUSY', 'LOADING', '
 const WRAPPED_SCRIPT_REPLY = /^ERR Error running script \(call to [^)]*\): (?:@user_script:\s*\d+: )*-?([A-Z]+) /;
 
 /** ioredis's own errors for a connection that is gone or going: the command was never answered. */
-const REDIS_CONNECTION_LOST = new Set(['Connection is closed.', "Stream isn't writeable and enableOfflineQueue options is false"]);
+const REDIS_CONNECTION_LOST = new Set(['Connection is closed.', "Stream isn't writeable and enableOfflineQueue options is false", 'Command aborted due to connection close']);
 
 /**
  * A Redis error that may pass: a transient reply, recognised by its error code (the reply's first

@@ -37,9 +37,17 @@ export function packWrites(writes: ItemWrite[]): { data: WriteJobData; blob: Buf
   return { data: { writes: queued, dimensions }, blob: Buffer.concat(vectors.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength))) };
 }
 
-/** The data a job keeps when it shrinks to these of its writes: their slots stay as they were. */
+/**
+ * The data a job keeps when it shrinks to these of its writes: their slots stay as they were, and
+ * so does `dimensions` (the blob is still there, and is removed when the job completes). A vector
+ * without a slot came inline, in a job an older version queued: it stays inline.
+ */
 export function remainingWrites(writes: ItemWrite[], dimensions: number | undefined): WriteJobData {
-  const queued = writes.map((w) => queuedWrite(w, w.slot));
+  const queued = writes.map((w) => {
+    const q = queuedWrite(w, w.slot);
+    if (w.slot === undefined && w.vector !== undefined) q.vector = encodeVector(w.vector);
+    return q;
+  });
   return dimensions === undefined ? { writes: queued } : { writes: queued, dimensions };
 }
 
@@ -71,9 +79,12 @@ export function writeLetter(write: ItemWrite): unknown {
   return vector === undefined ? rest : { ...rest, vector: encodeVector(vector) };
 }
 
-/** Whether a job's data names vectors in a blob (else it has none, or carries them inline). */
+/**
+ * Whether a job was added with a blob (else it has none, or carries its vectors inline): told by
+ * `dimensions`, which stays when the job shrinks, even to writes without a vector.
+ */
 export function hasBlob(data: WriteJobData): boolean {
-  return data.writes.some((w) => w.slot !== undefined);
+  return data.dimensions !== undefined || data.writes.some((w) => w.slot !== undefined);
 }
 
 /**
@@ -87,12 +98,37 @@ export async function addWriteJob(queue: Queue<WriteJobData>, writes: ItemWrite[
     await queue.add('writes', data, opts);
     return;
   }
+  const key = vectorsKey(queue.opts.prefix ?? 'bull', opts.jobId);
   const multi = (await queue.backend.client).multi();
-  multi.runCommand('set', [vectorsKey(queue.opts.prefix ?? 'bull', opts.jobId), blob]);
+  multi.runCommand('set', [key, blob]);
   // Queued on the transaction at once; its promise settles with exec (its error is exec's).
   job(queue, data, opts).addJob(multi).catch(() => undefined);
-  // Redis's own error, as a Queue.add would throw it: the retry policy reads its reply (OOM passes).
-  for (const [error] of (await multi.exec()) ?? []) if (error) throw error;
+  let replies: [Error | null, unknown][];
+  try {
+    replies = (await multi.exec()) ?? [];
+  } catch (error) {
+    throw causeOfAbortedTransaction(error);
+  }
+  const failed = replies.find(([error]) => error)?.[0];
+  if (failed === undefined || failed === null) return;
+  // ioredis loads a script before a MULTI only when this connection has not loaded it yet, and
+  // its fallback for a script Redis no longer holds (SCRIPT FLUSH, a failover behind a proxy)
+  // does not work inside one: the blob was SET and the job not added. Added apart instead (a
+  // plain add reloads the script, so the next MULTI works); a crash between the two leaves only
+  // the blob, which the retry of this job id overwrites.
+  if (!/^NOSCRIPT/.test(failed.message)) throw failed;
+  await queue.add('writes', data, opts);
+}
+
+/**
+ * Redis's own reason, as a Queue.add would have thrown it, so the retry policy can read it: an
+ * EXECABORT carries the replies that aborted it (OOM under noeviction passes), and a connection
+ * lost mid-transaction is ioredis's AbortError (nothing was applied: the retry adds it whole).
+ */
+function causeOfAbortedTransaction(error: unknown): unknown {
+  const previous = (error as { previousErrors?: unknown[] }).previousErrors;
+  if (/^EXECABORT/.test((error as Error).message) && previous?.[0] instanceof Error) return previous[0];
+  return error;
 }
 
 function job(queue: Queue<WriteJobData>, data: WriteJobData, opts: JobsOptions & { jobId: string }): Job<WriteJobData> {

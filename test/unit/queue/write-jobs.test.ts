@@ -45,6 +45,23 @@ describe('write jobs: vectors beside the job', () => {
     ]);
   });
 
+  it('still names the blob when the job shrinks to writes without a vector, so it is removed when the job completes', () => {
+    const { data } = packWrites([upsert('a', 1, 2), del('b')]);
+    const [, b] = unpackWrites(data, undefined);
+    expect(hasBlob(remainingWrites([b as ItemWrite], data.dimensions))).toBe(true);
+  });
+
+  it('keeps the inline vectors of a job an older version queued when it shrinks', () => {
+    const old = (itemId: string, ...values: number[]) => {
+      const { vector: _, ...rest } = upsert(itemId);
+      return { ...rest, vector: encodeVector(Float32Array.from(values)) };
+    };
+    const writes = unpackWrites({ writes: [old('a', 1, 2), old('b', 3, 4)] }, undefined);
+    const shrunk = JSON.parse(JSON.stringify(remainingWrites([writes[1] as ItemWrite], undefined)));
+    expect(hasBlob(shrunk)).toBe(false);
+    expect(unpackWrites(shrunk, undefined).map((w) => Array.from(w.vector as Float32Array))).toEqual([[3, 4]]);
+  });
+
   it('gives an upsert back without its vector when the blob is gone (the writer dead-letters it if it still needs it)', () => {
     const { data } = packWrites([upsert('a', 1, 2), del('b')]);
     const [a, b] = unpackWrites(data, null);

@@ -1,0 +1,121 @@
+/**
+ * addWriteJob on a Redis of its own: the job and its vectors go in one MULTI, and what a caller
+ * sees when Redis forgot its scripts (SCRIPT FLUSH), runs out of memory, or meets a job id again.
+ * Kept from the adversarial review of the vectors beside write jobs: the NOSCRIPT and OOM cases
+ * failed on the first version (the blob left without its job, and an error retried by nothing).
+ */
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { isRetryable } from '../../../src/core/errors.js';
+import { createRedis } from '../../../src/queue/connection.js';
+import { newJobId, WRITE_QUEUE, type ItemWrite, type WriteJobData } from '../../../src/queue/jobs.js';
+import { addWriteJob, vectorsKey } from '../../../src/queue/write-jobs.js';
+import { waitFor } from '../../support/helpers.js';
+import { RedisServer } from '../../support/redis-server.js';
+
+const DIMENSIONS = 8;
+const upsert = (itemId: string): ItemWrite => ({
+  itemId,
+  op: 'upsert',
+  version: 1,
+  updatedAt: undefined,
+  acceptedAt: Date.now(),
+  metadata: { title: itemId },
+  contentHash: `hash-${itemId}`,
+  model: 'm',
+  vector: Float32Array.from({ length: DIMENSIONS }, (_, i) => i + 1),
+  embeddedAt: new Date().toISOString(),
+});
+
+let server: RedisServer;
+let url: string;
+let admin: Redis;
+const closers: (() => Promise<void>)[] = [];
+beforeAll(async () => {
+  server = new RedisServer({ appendonly: 'no' });
+  url = await server.start();
+  admin = new Redis(url);
+});
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+  await admin.config('SET', 'maxmemory', '0');
+  await admin.flushall();
+});
+afterAll(async () => {
+  admin.disconnect();
+  await server.remove();
+});
+
+function queueOn(prefix: string): Queue<WriteJobData> {
+  const redis = createRedis(url, prefix);
+  const queue = new Queue<WriteJobData>(WRITE_QUEUE, { connection: redis, prefix });
+  closers.push(async () => {
+    await queue.close();
+    redis.disconnect();
+  });
+  return queue;
+}
+
+const stored = async (prefix: string, jobId: string) => ({ job: await admin.exists(`${prefix}:${WRITE_QUEUE}:${jobId}`), blob: await admin.exists(vectorsKey(prefix, jobId)) });
+
+describe('addWriteJob', () => {
+  it('puts the vectors and the job between one MULTI and its EXEC', async () => {
+    const queue = queueOn('atomic');
+    await addWriteJob(queue, [upsert('warm')], { jobId: newJobId('w') });
+    const monitor = await admin.duplicate().monitor();
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[]) => seen.push(String(args[0]).toLowerCase() + (String(args[1]).includes('write-vectors') ? ' vectors' : '')));
+    closers.push(async () => monitor.disconnect());
+    const jobId = newJobId('w');
+    await addWriteJob(queue, [upsert('a'), upsert('b')], { jobId });
+    await waitFor('the EXEC seen by MONITOR', async () => seen.includes('exec'));
+    const ours = seen.filter((c) => ['multi', 'set vectors', 'evalsha', 'eval', 'exec'].includes(c));
+    expect(ours.slice(0, 2)).toEqual(['multi', 'set vectors']);
+    expect(['eval', 'evalsha']).toContain(ours[2]);
+    expect(ours[3]).toBe('exec');
+    expect(await stored('atomic', jobId)).toEqual({ job: 1, blob: 1 });
+  });
+
+  it('adds the job and its vectors after Redis forgot the scripts (SCRIPT FLUSH) on a live connection, and the next MULTI works again', async () => {
+    const queue = queueOn('noscript');
+    await addWriteJob(queue, [upsert('warm')], { jobId: newJobId('w') });
+    await admin.script('FLUSH');
+    const first = newJobId('w');
+    await addWriteJob(queue, [upsert('a')], { jobId: first });
+    const second = newJobId('w');
+    await addWriteJob(queue, [upsert('b')], { jobId: second });
+    expect([await stored('noscript', first), await stored('noscript', second)]).toEqual([
+      { job: 1, blob: 1 },
+      { job: 1, blob: 1 },
+    ]);
+  });
+
+  it('writes nothing when Redis is out of memory, and throws the OOM the retry policy retries', async () => {
+    const queue = queueOn('oom');
+    await addWriteJob(queue, [upsert('warm')], { jobId: newJobId('w') });
+    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
+    await admin.config('SET', 'maxmemory', String(used - 1024));
+    const jobId = newJobId('w');
+    const thrown = await addWriteJob(queue, [upsert('a')], { jobId }).then(() => undefined, (error: unknown) => error);
+    await admin.config('SET', 'maxmemory', '0');
+    expect((thrown as Error | undefined)?.message).toMatch(/^OOM/);
+    expect(isRetryable(thrown)).toBe(true);
+    expect(await stored('oom', jobId)).toEqual({ job: 0, blob: 0 });
+  });
+
+  it('leaves a job added again with the same id (a retry after a lost reply) as it was, its vectors matching its slots', async () => {
+    const queue = queueOn('again');
+    const jobId = newJobId('w');
+    await addWriteJob(queue, [upsert('a'), upsert('b')], { jobId });
+    await addWriteJob(queue, [upsert('a'), upsert('b')], { jobId });
+    expect((await queue.getJob(jobId))?.data.writes.map((w) => w.slot)).toEqual([0, 1]);
+    expect((await admin.getBuffer(vectorsKey('again', jobId)))?.byteLength).toBe(2 * DIMENSIONS * 4);
+    expect(await queue.count()).toBe(1);
+  });
+
+  it('counts a connection lost in the middle of a transaction as a passing Redis failure', () => {
+    const aborted = Object.assign(new Error('Command aborted due to connection close'), { name: 'AbortError' });
+    expect(isRetryable(aborted)).toBe(true);
+  });
+});
