@@ -1,5 +1,6 @@
 import { Agent, request, errors as undiciErrors } from 'undici';
 import { EmbeddingsError } from '../core/errors.js';
+import { floatsOf } from '../queue/jobs.js';
 import type { EmbeddingProvider, EmbeddingResult, EmbedOptions } from './provider.js';
 import { parseRateLimitHeaders } from './rate-limit-headers.js';
 
@@ -133,9 +134,7 @@ export function decodeEmbedding(embedding: unknown): Float32Array {
     if (bytes.byteLength % 4 !== 0) {
       throw new EmbeddingsError('EMBEDDINGS_BAD_RESPONSE', `a base64 embedding decodes to ${bytes.byteLength} bytes, not a whole number of float32 values`, { canRetry: false });
     }
-    const aligned = new ArrayBuffer(bytes.byteLength);
-    new Uint8Array(aligned).set(bytes);
-    return new Float32Array(aligned);
+    return floatsOf(bytes);
   }
   throw new EmbeddingsError('EMBEDDINGS_BAD_RESPONSE', `an embedding is neither a float array nor a base64 string (got ${typeof embedding})`, { canRetry: false });
 }

@@ -95,6 +95,14 @@ export async function withAdmin<T>(kafka: Kafka, use: (admin: Admin) => Promise<
 }
 
 /** kafkajs marks the broker's passing answers `retriable`, on the error or on one it wraps. */
+/** The broker does not know the topic (or partition), on the error or anywhere in its causes. */
+export function isUnknownTopic(error: unknown): boolean {
+  for (let link = error as { type?: unknown; cause?: unknown; originalError?: unknown } | undefined; link; link = (link.cause ?? link.originalError) as typeof link) {
+    if (link.type === 'UNKNOWN_TOPIC_OR_PARTITION') return true;
+  }
+  return false;
+}
+
 export function isRetriableKafkaError(error: unknown): boolean {
   for (let e = error as { retriable?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
     if (e.retriable === true) return true;

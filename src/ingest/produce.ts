@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CompressionTypes, type Admin, type Kafka, type Message } from 'kafkajs';
 import { readPath } from './change-event.js';
+import { isUnknownTopic } from './kafka.js';
 
 /** How long a topic just created may take to have a leader for every partition. */
 const TOPIC_LEADERS_TIMEOUT_MS = 30_000;
@@ -27,13 +28,6 @@ export async function ensureTopic(kafka: Kafka, topic: string, partitions: numbe
   } finally {
     await admin.disconnect();
   }
-}
-
-function isUnknownTopic(error: unknown): boolean {
-  for (let link = error as { type?: unknown; cause?: unknown; originalError?: unknown } | undefined; link; link = (link.cause ?? link.originalError) as typeof link) {
-    if (link.type === 'UNKNOWN_TOPIC_OR_PARTITION') return true;
-  }
-  return false;
 }
 
 async function waitForLeaders(admin: Admin, topic: string, partitions: number): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Admin, Kafka } from 'kafkajs';
+import { isUnknownTopic } from '../ingest/kafka.js';
 
 export interface PartitionLag {
   topic: string;
@@ -42,7 +43,7 @@ export class KafkaLagReader {
       return lags.sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition);
     } catch (error) {
       await this.close();
-      if ((error as { type?: string }).type === 'UNKNOWN_TOPIC_OR_PARTITION') throw new Error(`a topic of ${topics.join(', ')} does not exist on the brokers (check KAFKA_TOPICS and KAFKA_BROKERS)`);
+      if (isUnknownTopic(error)) throw new Error(`a topic of ${topics.join(', ')} does not exist on the brokers (check KAFKA_TOPICS and KAFKA_BROKERS)`);
       throw error;
     }
   }

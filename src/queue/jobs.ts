@@ -120,9 +120,18 @@ export function encodeVector(vector: Float32Array): string {
 }
 
 export function decodeVector(encoded: string): Float32Array {
-  const bytes = Buffer.from(encoded, 'base64');
-  // Copy into a fresh, aligned buffer: Float32Array needs a byte offset divisible by 4.
-  const aligned = new ArrayBuffer(bytes.byteLength);
-  new Uint8Array(aligned).set(bytes);
-  return new Float32Array(aligned);
+  return floatsOf(Buffer.from(encoded, 'base64'));
+}
+
+/**
+ * Bytes as float32 values (little-endian, as the API and the blobs hold them): a view when they
+ * start on a multiple of 4, else a copy, since a Float32Array needs such a byte offset (a Buffer
+ * from Node's pool or from a socket may not have one). Trailing bytes short of a value are dropped.
+ */
+export function floatsOf(bytes: Buffer): Float32Array {
+  const count = Math.floor(bytes.byteLength / 4);
+  if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, count);
+  const aligned = new Float32Array(count);
+  new Uint8Array(aligned.buffer).set(bytes.subarray(0, aligned.byteLength));
+  return aligned;
 }

@@ -1,6 +1,6 @@
 import { Job, type JobsOptions, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { decodeVector, encodeVector, WRITE_QUEUE, type ItemWrite, type QueuedWrite, type WriteJobData } from './jobs.js';
+import { decodeVector, encodeVector, floatsOf, WRITE_QUEUE, type ItemWrite, type QueuedWrite, type WriteJobData } from './jobs.js';
 
 /**
  * A write job's vectors live beside it, in one binary key (`<prefix>:write-vectors:<job id>`, the
@@ -20,9 +20,8 @@ export function vectorsKeyPattern(prefix: string): string {
 }
 
 /**
- * Writes as a job's data and the vectors' blob: each upsert gets the next slot. Writes that
- * already have a slot in this job (a job's data shrunk to its remaining items) keep it: the blob
- * does not change.
+ * Writes as a new job's data and its vectors' blob: each upsert gets the next slot, whatever slot
+ * it had in a job it was read from (a job that shrinks keeps its slots: see remainingWrites).
  */
 export function packWrites(writes: ItemWrite[]): { data: WriteJobData; blob: Buffer | undefined } {
   const vectors: Float32Array[] = [];
@@ -58,7 +57,7 @@ export function remainingWrites(writes: ItemWrite[], dimensions: number | undefi
  * if the item was not written, and then dead-letters it (WRITE_VECTOR_MISSING).
  */
 export function unpackWrites(data: WriteJobData, blob: Buffer | null | undefined): ItemWrite[] {
-  const floats = blob ? alignedFloats(blob) : undefined;
+  const floats = blob ? floatsOf(blob) : undefined;
   const dimensions = data.dimensions ?? 0;
   return data.writes.map((q) => {
     const write = itemWrite(q);
@@ -80,11 +79,11 @@ export function writeLetter(write: ItemWrite): unknown {
 }
 
 /**
- * Whether a job was added with a blob (else it has none, or carries its vectors inline): told by
- * `dimensions`, which stays when the job shrinks, even to writes without a vector.
+ * Whether a job was added with a blob (else it has none, or carries its vectors inline): packWrites
+ * sets `dimensions` exactly then, and it stays when the job shrinks, even to writes without a vector.
  */
 export function hasBlob(data: WriteJobData): boolean {
-  return data.dimensions !== undefined || data.writes.some((w) => w.slot !== undefined);
+  return data.dimensions !== undefined;
 }
 
 /**
@@ -143,14 +142,6 @@ export async function readBlob(redis: Redis, prefix: string, jobId: string): Pro
 /** Once a job's writes are all done (written, skipped or dead-lettered with their vectors). */
 export async function removeBlob(redis: Redis, prefix: string, jobId: string): Promise<void> {
   await redis.del(vectorsKey(prefix, jobId));
-}
-
-/** Float32Array needs a byte offset divisible by 4; a Buffer read from a socket may not have one. */
-function alignedFloats(blob: Buffer): Float32Array {
-  if (blob.byteOffset % 4 === 0) return new Float32Array(blob.buffer, blob.byteOffset, Math.floor(blob.byteLength / 4));
-  const aligned = new Float32Array(Math.floor(blob.byteLength / 4));
-  new Uint8Array(aligned.buffer).set(blob.subarray(0, aligned.byteLength));
-  return aligned;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, Kafka } from 'kafkajs';
 import { BackfillError, errorMessage } from '../../core/errors.js';
-import { deleteConsumerGroup, withAdmin } from '../../ingest/kafka.js';
+import { deleteConsumerGroup, isUnknownTopic, withAdmin } from '../../ingest/kafka.js';
 import type { BackfillSource, SourcePage, SourceRecord } from './source.js';
 
 /** Per partition: the first offset, the end taken when the backfill started, and the next to read. */
@@ -141,7 +141,7 @@ export class KafkaSource implements BackfillSource {
       }
       return cursor;
     } catch (error) {
-      const unknown = (error as { type?: string }).type === 'UNKNOWN_TOPIC_OR_PARTITION';
+      const unknown = isUnknownTopic(error);
       throw new BackfillError(unknown ? 'BACKFILL_INVALID' : 'BACKFILL_SOURCE_UNAVAILABLE', `cannot read the offsets of topic ${this.topic}: ${errorMessage(error)}`, { canRetry: !unknown, cause: error });
     }
   }
