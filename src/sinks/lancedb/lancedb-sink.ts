@@ -12,6 +12,13 @@ const DISTANCE_KEY = 'indexer.distance';
  * reading rows by id (payload-only updates) slows with every fragment not yet compacted.
  */
 const OPTIMIZE_EVERY_COMMITS = 100;
+/**
+ * LanceDB's scans (compaction's among them) read ahead up to this many bytes; it takes the value
+ * from its environment, once per process, at its first scan. Its own default, 2 GiB, let a
+ * compaction of a few hundred thousand rows buffer most of the table's files at once.
+ */
+export const READ_AHEAD_ENV = 'LANCE_DEFAULT_IO_BUFFER_SIZE';
+export const DEFAULT_READ_AHEAD_BYTES = 64 * 2 ** 20;
 
 type Row = {
   id: string;
@@ -44,12 +51,15 @@ export class LanceDbSink implements VectorSink {
   constructor(
     readonly collection: CollectionSpec,
     private readonly uri: string,
+    private readonly options: { readAheadBytes?: number } = {},
   ) {
     this.schema = tableSchema(collection.dimensions, collection.distance);
   }
 
   async open(): Promise<void> {
     const { name, dimensions, distance } = this.collection;
+    // Before LanceDB's first scan in this process, which is when it reads the setting.
+    process.env[READ_AHEAD_ENV] = String(this.options.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES);
     this.db = await this.call('connect', () => lancedb.connect(this.uri));
     const names = await this.db.tableNames();
     if (!names.includes(name)) {

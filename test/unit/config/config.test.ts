@@ -37,6 +37,12 @@ describe('loadConfig', () => {
     expect(problems.find((p) => p.variable === 'EMBED_CONCURRENCY')?.message).toMatch(/whole number.*"lots".*default "32"/);
   });
 
+  it("bounds LanceDB's read-ahead to 64 MiB unless told otherwise, and refuses 0", () => {
+    expect(loadConfig({}).sink.lancedb.readAheadBytes).toBe(64 * 2 ** 20);
+    expect(loadConfig({ LANCEDB_READ_AHEAD_MIB: '16' }).sink.lancedb.readAheadBytes).toBe(16 * 2 ** 20);
+    expect(problemsOf({ LANCEDB_READ_AHEAD_MIB: '0' })).toEqual([expect.objectContaining({ variable: 'LANCEDB_READ_AHEAD_MIB' })]);
+  });
+
   it('requires a dimension for a model it does not know', () => {
     expect(problemsOf({ EMBEDDINGS_BASE_URL: 'http://127.0.0.1:1/v1', EMBEDDINGS_MODEL: 'my-model' })).toEqual([
       expect.objectContaining({ variable: 'EMBEDDINGS_DIMENSIONS' }),
