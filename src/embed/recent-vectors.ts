@@ -1,63 +1,86 @@
+/** Where a remembered vector lies in the ring, and under which hash. */
+interface Slot {
+  hash: string;
+  offset: number;
+  length: number;
+}
+
 /**
- * The vectors this process put in write jobs lately, by content hash, bounded by their bytes. A
- * change needing a text whose vector waits in the write queue (the in-flight hint names the job)
- * takes it from here when this process bought it, instead of reading the whole write job back from
- * Redis: a job's blob holds a request's vectors, up to a few megabytes, to give one back. A miss (another
- * process bought it, or it was evicted) reads the job as before.
+ * The vectors this process put in write jobs lately, by content hash, in one ring of floats of a
+ * fixed size. A change needing a text whose vector waits in the write queue (the in-flight hint
+ * names the job) takes it from here when this process bought it, instead of reading the whole write
+ * job back from Redis: a job's blob holds a request's vectors, up to a few megabytes, to give one
+ * back. A miss (another process bought it, or it was overwritten) reads the job as before.
+ *
+ * A ring, not one array per vector: the vectors come as views into larger buffers (a response's
+ * decoded bytes, a job's blob), and keeping each meant copying it into an ArrayBuffer of its own
+ * (3-4 µs apiece at saturation, and garbage for the collector). Here a vector is copied into the
+ * ring where the oldest ones were, and only `get`, which is rare, allocates.
  */
 export class RecentVectors {
-  private readonly vectors = new Map<string, { vector: Float32Array; seq: number }>();
+  private readonly capacity: number;
+  /** Allocated at the first vector: a process that never embeds does not hold it. */
+  private ring: Float32Array | undefined;
+  private readonly slots = new Map<string, Slot>();
   /**
-   * Eviction order, oldest first, from `head` on. Not the map's own order: V8 keeps a deleted
-   * entry's slot until the map is rebuilt, so walking the map from its start on every insert
-   * stepped over thousands of them (4-5 µs per vector at saturation). An entry whose hash was
-   * remembered again since carries an older `seq` than the map's and is skipped.
+   * Every slot in the ring, oldest first, from `head` on: in the order they were written, so also
+   * in the order of their offsets within a lap of the ring. A slot whose hash was remembered again
+   * since is no longer in `slots` but keeps its floats until the ring passes it.
    */
-  private order: { hash: string; seq: number }[] = [];
-  /** Where eviction goes on from: the entries before it were evicted or were stale. */
+  private order: Slot[] = [];
   private head = 0;
-  private seq = 0;
-  private bytes = 0;
+  /** Where the next vector goes. */
+  private tail = 0;
 
-  constructor(readonly maxBytes: number) {}
-
-  get size(): number {
-    return this.vectors.size;
+  constructor(readonly maxBytes: number) {
+    this.capacity = Math.floor(maxBytes / Float32Array.BYTES_PER_ELEMENT);
   }
 
+  get size(): number {
+    return this.slots.size;
+  }
+
+  /** A copy: the ring's floats are overwritten as newer vectors come. */
   get(hash: string): Float32Array | undefined {
-    return this.vectors.get(hash)?.vector;
+    const slot = this.slots.get(hash);
+    return slot && this.ring?.slice(slot.offset, slot.offset + slot.length);
   }
 
   remember(hash: string, vector: Float32Array): void {
-    this.forget(hash);
-    const seq = ++this.seq;
-    // A view into a larger buffer (a write job's blob) is copied: kept, it would keep the whole blob.
-    this.vectors.set(hash, { vector: vector.byteLength === vector.buffer.byteLength ? vector : vector.slice(), seq });
-    this.order.push({ hash, seq });
-    this.bytes += hash.length + vector.byteLength;
-    while (this.bytes > this.maxBytes && this.head < this.order.length) {
-      const oldest = this.order[this.head++] as { hash: string; seq: number };
-      if (this.vectors.get(oldest.hash)?.seq === oldest.seq) this.forget(oldest.hash);
+    this.slots.delete(hash);
+    if (vector.length === 0 || vector.length > this.capacity) return;
+    this.ring ??= new Float32Array(this.capacity);
+    this.makeRoom(vector.length);
+    const slot = { hash, offset: this.tail, length: vector.length };
+    this.ring.set(vector, slot.offset);
+    this.tail += vector.length;
+    this.slots.set(hash, slot);
+    this.order.push(slot);
+  }
+
+  /** Frees `length` floats from the tail on, the oldest first, wrapping to the start when the end is too near. */
+  private makeRoom(length: number): void {
+    if (this.tail + length > this.capacity) {
+      // The floats past the tail are left unused this lap; the slots lying there are the oldest.
+      while (this.oldest() !== undefined && (this.oldest() as Slot).offset >= this.tail) this.evictOldest();
+      this.tail = 0;
     }
-    this.compactOrder();
+    for (let oldest = this.oldest(); oldest !== undefined && oldest.offset >= this.tail && oldest.offset < this.tail + length; oldest = this.oldest()) {
+      this.evictOldest();
+    }
   }
 
-  /**
-   * Drops what eviction has passed, and the entries of hashes remembered again since: without the
-   * latter, a few hashes remembered over and over under the bound would grow the array forever.
-   */
-  private compactOrder(): void {
-    const pending = this.order.length - this.head;
-    if (pending <= 2 * this.vectors.size + 1024 && this.head <= pending) return;
-    this.order = this.order.slice(this.head).filter((entry) => this.vectors.get(entry.hash)?.seq === entry.seq);
-    this.head = 0;
+  private oldest(): Slot | undefined {
+    return this.order[this.head];
   }
 
-  private forget(hash: string): void {
-    const entry = this.vectors.get(hash);
-    if (entry === undefined) return;
-    this.vectors.delete(hash);
-    this.bytes -= hash.length + entry.vector.byteLength;
+  private evictOldest(): void {
+    const slot = this.order[this.head++] as Slot;
+    if (this.slots.get(slot.hash) === slot) this.slots.delete(slot.hash);
+    // Drops the evicted slots from the array now and then, not on every eviction.
+    if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order = this.order.slice(this.head);
+      this.head = 0;
+    }
   }
 }
