@@ -19,8 +19,9 @@ export class PeriodicTask {
     private readonly messages: { failing: string; recovered: string },
   ) {}
 
-  start(): void {
-    this.tick();
+  /** `firstRunNow: false` waits one interval before the first run. */
+  start(options: { firstRunNow?: boolean } = {}): void {
+    if (options.firstRunNow !== false) this.tick();
     this.timer = setInterval(() => this.tick(), this.intervalMs);
     this.timer.unref();
   }

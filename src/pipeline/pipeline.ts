@@ -19,10 +19,8 @@ import { recordPauseReason } from '../observability/pause-reason.js';
 import { createRedis } from '../queue/connection.js';
 import { atBatchJobBoundary, type BatchJobDeps } from '../queue/job-boundary.js';
 import { defaultJobOptions, EMBED_QUEUE, WRITE_QUEUE, type EmbedJobData, type WriteJobData } from '../queue/jobs.js';
-import { hasBlob, readBlob, remainingWrites, removeBlob, unpackWrites, writeLetter } from '../queue/write-jobs.js';
-
-/** BullMQ's own stall limit, out of reach: our job boundary applies JOB_STALL_LIMIT and dead-letters. */
-const BULLMQ_MAX_STALLED = 1_000_000;
+import { hasBlob, readBlob, remainingWrites, removeBlob, removeOrphanedVectors, unpackWrites, writeLetter } from '../queue/write-jobs.js';
+import { PeriodicTask } from '../core/periodic.js';
 import { createSink } from '../sinks/create-sink.js';
 import { BACKFILL_QUEUE, type BackfillJobData, type BackfillProgress } from '../backfill/backfill-job.js';
 import { BackfillRunner } from '../backfill/backfill-runner.js';
@@ -33,6 +31,15 @@ import type { VectorSink } from '../sinks/vector-sink.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { WriteStage } from '../write/write-stage.js';
 import { WriteQueueBudget } from '../queue/write-budget.js';
+
+/** BullMQ's own stall limit, out of reach: our job boundary applies JOB_STALL_LIMIT and dead-letters. */
+const BULLMQ_MAX_STALLED = 1_000_000;
+/**
+ * How often a writer looks for vectors keys whose write job is gone, and how long such a key must
+ * have gone unread. The look walks the whole keyspace (SCAN): hourly, not more.
+ */
+const ORPHANED_VECTORS_SWEEP_MS = 60 * 60_000;
+const ORPHANED_VECTORS_MIN_IDLE_S = 60 * 60;
 
 export const ROLES = ['ingest', 'embed', 'write', 'backfill'] as const;
 export type Role = (typeof ROLES)[number];
@@ -143,6 +150,17 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
         await worker.close();
         await stage.drain();
       });
+      const sweep = new PeriodicTask(
+        async () => {
+          const removed = await removeOrphanedVectors(redis, prefix, ORPHANED_VECTORS_MIN_IDLE_S);
+          if (removed > 0) logger.info({ role: 'write', removed }, 'removed the vectors keys of write jobs that no longer exist (removed by hand, or failed and trimmed)');
+        },
+        ORPHANED_VECTORS_SWEEP_MS,
+        logger,
+        { failing: 'could not look for the vectors keys of removed write jobs; tried again in an hour', recovered: 'looked for the vectors keys of removed write jobs again' },
+      );
+      sweep.start({ firstRunNow: false });
+      releasers.add('orphaned vectors sweep', () => sweep.stop());
     }
 
     if (options.roles.includes('embed')) {

@@ -134,6 +134,45 @@ function job(queue: Queue<WriteJobData>, data: WriteJobData, opts: JobsOptions &
   return new Job<WriteJobData>(queue, 'writes', data, opts, opts.jobId);
 }
 
+// KEYS: pairs of a vectors key and its job's key. ARGV[1]: the fewest seconds a vectors key must
+// have gone unread to be removed. A vectors key outlives its job when the job was removed by hand
+// (the dashboard) or failed for good and was later trimmed by BullMQ. Its job is checked here,
+// in the same script, so a job added meanwhile keeps it; the idle time spares the one moment a
+// key exists before its job (a NOSCRIPT add, which sets the key and adds the job apart). OBJECT
+// IDLETIME fails under an LFU eviction policy, which the worker refuses anyway: nothing is removed.
+const REMOVE_ORPHANED_VECTORS = `
+local removed = 0
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    local ok, idle = pcall(redis.call, 'OBJECT', 'IDLETIME', KEYS[i])
+    if ok and idle and idle >= tonumber(ARGV[1]) then
+      redis.call('DEL', KEYS[i])
+      removed = removed + 1
+    end
+  end
+end
+return removed`;
+
+/** Vectors keys checked per script call: a short script, never one long block of Redis. */
+const SWEEP_SLICE = 200;
+
+/**
+ * Removes the vectors keys whose write job no longer exists and that nobody read for
+ * `minIdleSeconds`. One SCAN over the keyspace, which walks every key (item states included):
+ * run it seldom.
+ */
+export async function removeOrphanedVectors(redis: Redis, prefix: string, minIdleSeconds: number): Promise<number> {
+  const keyPrefix = vectorsKey(prefix, '');
+  let removed = 0;
+  for await (const keys of redis.scanStream({ match: vectorsKeyPattern(prefix), count: 1000 }) as AsyncIterable<string[]>) {
+    for (let i = 0; i < keys.length; i += SWEEP_SLICE) {
+      const pairs = keys.slice(i, i + SWEEP_SLICE).flatMap((key) => [key, `${prefix}:${WRITE_QUEUE}:${key.slice(keyPrefix.length)}`]);
+      removed += (await redis.eval(REMOVE_ORPHANED_VECTORS, pairs.length, ...pairs, minIdleSeconds)) as number;
+    }
+  }
+  return removed;
+}
+
 /** A write job's blob, or null when it has none or it is gone. */
 export async function readBlob(redis: Redis, prefix: string, jobId: string): Promise<Buffer | null> {
   return redis.getBuffer(vectorsKey(prefix, jobId));

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isRetryable } from '../../../src/core/errors.js';
 import { createRedis } from '../../../src/queue/connection.js';
 import { newJobId, WRITE_QUEUE, type ItemWrite, type WriteJobData } from '../../../src/queue/jobs.js';
-import { addWriteJob, vectorsKey } from '../../../src/queue/write-jobs.js';
+import { addWriteJob, removeOrphanedVectors, vectorsKey } from '../../../src/queue/write-jobs.js';
 import { waitFor } from '../../support/helpers.js';
 import { RedisServer } from '../../support/redis-server.js';
 
@@ -117,5 +117,47 @@ describe('addWriteJob', () => {
   it('counts a connection lost in the middle of a transaction as a passing Redis failure', () => {
     const aborted = Object.assign(new Error('Command aborted due to connection close'), { name: 'AbortError' });
     expect(isRetryable(aborted)).toBe(true);
+  });
+});
+
+// A write job removed by hand (the dashboard), or failed for good and trimmed by BullMQ after its
+// 7 days, left its vectors key behind: a request's vectors, up to a few megabytes each, forever.
+describe('removeOrphanedVectors', () => {
+  it("removes a vectors key only once its job is gone and it has gone unread for the time given, and no other key", async () => {
+    const queue = queueOn('orphans');
+    const other = queueOn('others');
+    const [kept, removedByHand, fresh, elsewhere] = [newJobId('w'), newJobId('w'), newJobId('w'), newJobId('w')];
+    await addWriteJob(queue, [upsert('a')], { jobId: kept });
+    await addWriteJob(queue, [upsert('b')], { jobId: removedByHand });
+    await addWriteJob(other, [upsert('c')], { jobId: elsewhere });
+    await queue.remove(removedByHand);
+    expect(await stored('orphans', removedByHand)).toEqual({ job: 0, blob: 1 });
+    // What a NOSCRIPT add leaves for a moment: the vectors, set before their job is added apart.
+    await admin.set(vectorsKey('orphans', fresh), Buffer.alloc(DIMENSIONS * 4));
+
+    const redis = createRedis(url, 'sweeper');
+    closers.push(async () => redis.disconnect());
+    expect(await removeOrphanedVectors(redis, 'orphans', 3600)).toBe(0);
+    await waitFor('the orphaned keys idle for a second and removed', async () => (await removeOrphanedVectors(redis, 'orphans', 1)) > 0 || undefined, { timeoutMs: 10_000, intervalMs: 250 });
+
+    expect(await stored('orphans', removedByHand)).toEqual({ job: 0, blob: 0 });
+    expect(await admin.exists(vectorsKey('orphans', fresh))).toBe(0);
+    expect(await stored('orphans', kept)).toEqual({ job: 1, blob: 1 });
+    expect(await stored('others', elsewhere)).toEqual({ job: 1, blob: 1 });
+  });
+
+  it('keeps a key that is read while its job is gone: the idle time restarts with each read', async () => {
+    const queue = queueOn('reread');
+    const jobId = newJobId('w');
+    await addWriteJob(queue, [upsert('a')], { jobId });
+    await queue.remove(jobId);
+    const redis = createRedis(url, 'sweeper');
+    closers.push(async () => redis.disconnect());
+    // Redis counts idle time in whole seconds of a clock that ticks once a second: 2 s, so that a
+    // tick between the read and the sweep cannot make the key old enough.
+    await waitFor('the key idle for 2 s', async () => ((await admin.object('IDLETIME', vectorsKey('reread', jobId))) as number) >= 2 || undefined, { timeoutMs: 10_000, intervalMs: 250 });
+    await admin.getBuffer(vectorsKey('reread', jobId));
+    expect(await removeOrphanedVectors(redis, 'reread', 2)).toBe(0);
+    expect(await admin.exists(vectorsKey('reread', jobId))).toBe(1);
   });
 });

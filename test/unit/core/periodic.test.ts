@@ -50,6 +50,22 @@ describe('PeriodicTask', () => {
     }
   });
 
+  it('waits one interval before its first run when told to (an hourly sweep does not run at every start)', async () => {
+    vi.useFakeTimers();
+    try {
+      let runs = 0;
+      const task = new PeriodicTask(async () => void runs++, 1000, recordingLogger().logger, { failing: 'failing', recovered: 'recovered' });
+      task.start({ firstRunNow: false });
+      await vi.advanceTimersByTimeAsync(999);
+      expect(runs).toBe(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(1);
+      await task.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('warns once per outage and says when it recovers', async () => {
     const outcomes = [false, false, false, true, true];
     let calls = 0;
