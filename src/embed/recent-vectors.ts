@@ -17,8 +17,19 @@ interface Slot {
  * (3-4 µs apiece at saturation, and garbage for the collector). Here a vector is copied into the
  * ring where the oldest ones were, and only `get`, which is rare, allocates.
  */
+/**
+ * What one slot costs beside its floats (its 64-character hash, the slot, its Map entry, about 300
+ * bytes in V8), charged against the bound: with short vectors (EMBEDDINGS_DIMENSIONS may be 1) the
+ * floats alone would let millions of slots fill the heap.
+ */
+const SLOT_BYTES = 256;
+/** Small bounds still keep this many slots: only tests make rings that small. */
+const MIN_SLOTS = 1024;
+
 export class RecentVectors {
   private readonly capacity: number;
+  /** The most slots kept, stale ones included. */
+  private readonly maxSlots: number;
   /** Allocated at the first vector: a process that never embeds does not hold it. */
   private ring: Float32Array | undefined;
   private readonly slots = new Map<string, Slot>();
@@ -34,6 +45,7 @@ export class RecentVectors {
 
   constructor(readonly maxBytes: number) {
     this.capacity = Math.floor(maxBytes / Float32Array.BYTES_PER_ELEMENT);
+    this.maxSlots = Math.max(MIN_SLOTS, Math.floor(maxBytes / SLOT_BYTES));
   }
 
   get size(): number {
@@ -50,6 +62,7 @@ export class RecentVectors {
     this.slots.delete(hash);
     if (vector.length === 0 || vector.length > this.capacity) return;
     this.ring ??= new Float32Array(this.capacity);
+    while (this.order.length - this.head >= this.maxSlots) this.evictOldest();
     this.makeRoom(vector.length);
     const slot = { hash, offset: this.tail, length: vector.length };
     this.ring.set(vector, slot.offset);

@@ -13,9 +13,9 @@ const DISTANCE_KEY = 'indexer.distance';
  */
 const OPTIMIZE_EVERY_COMMITS = 100;
 /**
- * LanceDB's scans (compaction's among them) read ahead up to this many bytes; it takes the value
- * from its environment, once per process, at its first scan. Its own default, 2 GiB, let a
- * compaction of a few hundred thousand rows buffer most of the table's files at once.
+ * How far ahead LanceDB's scans (compaction's among them) read: it takes the value from its
+ * environment at every scan, so it is one value for the whole process. Its own, 256 MiB on a local
+ * disk (32 MiB per I/O thread), let a compaction hold that much of the files it rewrites.
  */
 export const READ_AHEAD_ENV = 'LANCE_DEFAULT_IO_BUFFER_SIZE';
 export const DEFAULT_READ_AHEAD_BYTES = 64 * 2 ** 20;
@@ -58,7 +58,7 @@ export class LanceDbSink implements VectorSink {
 
   async open(): Promise<void> {
     const { name, dimensions, distance } = this.collection;
-    // Before LanceDB's first scan in this process, which is when it reads the setting.
+    // Read by LanceDB at each scan, for every table of the process: the last sink opened sets it.
     process.env[READ_AHEAD_ENV] = String(this.options.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES);
     this.db = await this.call('connect', () => lancedb.connect(this.uri));
     const names = await this.db.tableNames();

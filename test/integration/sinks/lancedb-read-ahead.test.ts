@@ -7,8 +7,9 @@ import { loadConfig } from '../../../src/config/config.js';
 import { DEFAULT_READ_AHEAD_BYTES, LanceDbSink, READ_AHEAD_ENV } from '../../../src/sinks/lancedb/lancedb-sink.js';
 
 // LanceDB takes its scans' read-ahead from its environment only (the JavaScript client has no
-// option for it), and its 2 GiB default let each compaction raise the writer's RSS by 300 MiB and
-// more. What the sink must do is put the configured bound there before LanceDB's first scan.
+// option for it), and its default (256 MiB on a local disk) let each compaction raise the writer's
+// RSS by 150-330 MiB. What the sink must do is put the configured bound there when it opens
+// (lancedb-read-ahead-seen.test.ts checks that LanceDB reads it so).
 const dirs: string[] = [];
 const before = process.env[READ_AHEAD_ENV];
 afterEach(() => {
