@@ -152,7 +152,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       });
       const sweep = new PeriodicTask(
         async () => {
-          const removed = await removeOrphanedVectors(redis, prefix, ORPHANED_VECTORS_MIN_IDLE_S);
+          const removed = await removeOrphanedVectors(redis, prefix, ORPHANED_VECTORS_MIN_IDLE_S, shutdown.signal);
           if (removed > 0) logger.info({ role: 'write', removed }, 'removed the vectors keys of write jobs that no longer exist (removed by hand, or failed and trimmed)');
         },
         ORPHANED_VECTORS_SWEEP_MS,

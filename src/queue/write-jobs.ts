@@ -146,25 +146,35 @@ for i = 1, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i + 1]) == 0 then
     local ok, idle = pcall(redis.call, 'OBJECT', 'IDLETIME', KEYS[i])
     if ok and idle and idle >= tonumber(ARGV[1]) then
-      redis.call('DEL', KEYS[i])
+      redis.call('UNLINK', KEYS[i])
       removed = removed + 1
     end
   end
 end
 return removed`;
 
-/** Vectors keys checked per script call: a short script, never one long block of Redis. */
-const SWEEP_SLICE = 200;
+/**
+ * Vectors keys checked per script call: a short script, never one long block of Redis (the keys
+ * are unlinked, their megabytes freed by Redis in the background: a DEL of 200 keys of 4 MiB held
+ * Redis for 36-70 ms).
+ */
+const SWEEP_SLICE = 50;
 
 /**
  * Removes the vectors keys whose write job no longer exists and that nobody read for
  * `minIdleSeconds`. One SCAN over the keyspace, which walks every key (item states included):
- * run it seldom.
+ * run it seldom. Stops between pages once `stop` is aborted (a process shutting down does not
+ * wait for a walk of millions of keys); the next run starts over.
  */
-export async function removeOrphanedVectors(redis: Redis, prefix: string, minIdleSeconds: number): Promise<number> {
+export async function removeOrphanedVectors(redis: Redis, prefix: string, minIdleSeconds: number, stop?: AbortSignal): Promise<number> {
   const keyPrefix = vectorsKey(prefix, '');
   let removed = 0;
-  for await (const keys of redis.scanStream({ match: vectorsKeyPattern(prefix), count: 1000 }) as AsyncIterable<string[]>) {
+  const pages = redis.scanStream({ match: vectorsKeyPattern(prefix), count: 1000 });
+  for await (const keys of pages as AsyncIterable<string[]>) {
+    if (stop?.aborted) {
+      pages.destroy();
+      break;
+    }
     for (let i = 0; i < keys.length; i += SWEEP_SLICE) {
       const pairs = keys.slice(i, i + SWEEP_SLICE).flatMap((key) => [key, `${prefix}:${WRITE_QUEUE}:${key.slice(keyPrefix.length)}`]);
       removed += (await redis.eval(REMOVE_ORPHANED_VECTORS, pairs.length, ...pairs, minIdleSeconds)) as number;

@@ -146,6 +146,17 @@ describe('removeOrphanedVectors', () => {
     expect(await stored('others', elsewhere)).toEqual({ job: 1, blob: 1 });
   });
 
+  it('stops between pages of its walk once told to, so that a shutdown does not wait for it', async () => {
+    const orphans = Array.from({ length: 3000 }, (_, i) => [vectorsKey('stopped', `w${i}`), 'x']).flat();
+    await admin.mset(...orphans);
+    const redis = createRedis(url, 'sweeper');
+    closers.push(async () => redis.disconnect());
+    const stop = new AbortController();
+    stop.abort();
+    expect(await removeOrphanedVectors(redis, 'stopped', 0, stop.signal)).toBe(0);
+    expect(await removeOrphanedVectors(redis, 'stopped', 0)).toBe(3000);
+  });
+
   it('keeps a key that is read while its job is gone: the idle time restarts with each read', async () => {
     const queue = queueOn('reread');
     const jobId = newJobId('w');
