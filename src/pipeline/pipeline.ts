@@ -132,7 +132,7 @@ export async function startPipeline(config: Config, options: PipelineOptions): P
       // Invariant 4: refuse to start against a collection of another size or distance.
       await writeSink.open();
       releasers.add('sink', () => writeSink.close());
-      const stage = new WriteStage({ sink: writeSink, state, inflight, embedQueue, jobOptions, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, leaseMs: writeLeaseMs(config), stopping: shutdown.signal, logger: logger.child({ role: 'write' }), metrics });
+      const stage = new WriteStage({ sink: writeSink, state, inflight, embedQueue, jobOptions, backfills, batchSize: config.workers.writeBatchSize, lingerMs: config.workers.writeLingerMs, leaseMs: writeLeaseMs(config), stopping: shutdown.signal, logger: logger.child({ role: 'write' }), metrics });
       writeStage = stage;
       const worker = new Worker<WriteJobData>(
         WRITE_QUEUE,

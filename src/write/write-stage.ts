@@ -10,6 +10,8 @@ import type { InflightVectors } from '../embed/inflight-vectors.js';
 import { newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite } from '../queue/jobs.js';
 import { buildPayload, type Payload, type SinkBatch, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
+import { BACKFILL_PRIORITY } from '../backfill/backfill-job.js';
+import type { BackfillStore } from '../backfill/backfill-store.js';
 
 export interface WriteStageOptions {
   sink: VectorSink;
@@ -18,6 +20,8 @@ export interface WriteStageOptions {
   /** Where items go back when the sink turns out not to hold the vector a payload write expects. */
   embedQueue: Queue<EmbedJobData>;
   jobOptions: ReturnType<typeof defaultJobOptions>;
+  /** Where a backfill counts its jobs in flight: an item of it embedded again counts there too. */
+  backfills?: BackfillStore;
   batchSize: number;
   lingerMs: number;
   /**
@@ -185,8 +189,14 @@ export class WriteStage {
     const { state, embedQueue, jobOptions, logger } = this.options;
     logger.warn({ items: items.map((i) => i.itemId).slice(0, 20), count: items.length }, 'the sink does not hold the vectors the state recorded; embedding them again');
     await state.forgetWritten(items.map((i) => i.itemId));
-    const changes = items.map((item) => ({ itemId: item.itemId, op: 'upsert' as const, version: item.version, versionSource: item.versionSource ?? 'version', updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt }));
-    await embedQueue.add('lost-points', { changes }, { ...jobOptions, jobId: newJobId('e') });
+    const changes = items.map((item) => ({ itemId: item.itemId, op: 'upsert' as const, version: item.version, versionSource: item.versionSource ?? 'version', updatedAt: item.updatedAt, text: item.text, metadata: item.metadata, source: undefined, acceptedAt: item.acceptedAt, ...(item.backfill === undefined ? {} : { backfill: item.backfill }) }));
+    const jobId = newJobId('e');
+    // A backfill completes once its jobs are done: one of its items embedded again is still its
+    // work. Counted before the job is added, while this write job (counted too) still runs.
+    const backfills = [...new Set(items.flatMap((item) => (item.backfill === undefined ? [] : [item.backfill])))];
+    if (backfills.length > 0) await this.options.backfills?.addJobs(backfills, [jobId]);
+    const priority = backfills.length > 0 && items.every((item) => item.backfill !== undefined) ? { priority: BACKFILL_PRIORITY } : {};
+    await embedQueue.add('lost-points', { changes }, { ...jobOptions, ...priority, jobId });
   }
 
   /**

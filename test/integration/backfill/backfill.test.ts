@@ -154,6 +154,26 @@ describe('backfills', () => {
     expect(servedInputs(stub)).not.toContain('old catalog text');
   });
 
+  it('completes only once an item it had to embed again (the sink lost its vector) is written', async () => {
+    const { stub, config, produce } = await setup();
+    const pipeline = await start(config, ['ingest', 'embed', 'write', 'backfill']);
+    await produce([upsertEvent('lost-1', 1, 'a text the sink will lose', { price: 1 })]);
+    await waitFor('the live event written', async () => (await pipeline.sink?.retrieve(['lost-1']))?.length === 1);
+    // The sink loses the point behind the state's back: the state still records its vector.
+    await pipeline.sink?.delete([{ itemId: 'lost-1', version: 1 }]);
+    // A slow embeddings request from here on: the job that embeds it again outlasts the backfill's
+    // check of its jobs in flight by far, so a backfill that did not count it would complete first.
+    stub.options.latencyMs = 1500;
+    // Same text, new price: a payload-only row, which finds no point and embeds the text again, in
+    // an embed job of its own that the backfill must wait for.
+    const file = ndjson([upsertEvent('lost-1', 2, 'a text the sink will lose', { price: 2 })]);
+    const status = await runToEnd(control(config), { source: { kind: 'file', path: file } });
+    expect(status.state).toBe('completed');
+    const [held] = (await pipeline.sink?.retrieve(['lost-1'])) ?? [];
+    expect(held?.payload, 'written when the backfill completed').toMatchObject({ version: 2, price: 2 });
+    expect(servedInputs(stub).filter((t) => t === 'a text the sink will lose')).toHaveLength(2);
+  });
+
   it('prunes only what the source lacks, and keeps an item a live event created after the pass started', async () => {
     const { config, produce } = await setup({ BACKFILL_PAGE_SIZE: '20', EMBED_JOB_MAX_ITEMS: '20', BACKFILL_MAX_JOBS_IN_FLIGHT: '1' });
     const pipeline = await start(config, ['ingest', 'embed', 'write', 'backfill']);
