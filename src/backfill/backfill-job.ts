@@ -12,6 +12,17 @@ export const BACKFILL_QUEUE = 'backfill';
  */
 export const BACKFILL_PRIORITY = 1000;
 
+/**
+ * The backfills whose rows a new job holds (its work in flight, counted there before it is
+ * added), and its priority: below live jobs only when every item is a backfill row, so that a
+ * live change never waits behind a backfill.
+ */
+export function backfillShare(items: readonly { backfill?: string }[]): { backfills: string[]; priority: { priority?: number } } {
+  const backfills = [...new Set(items.flatMap((item) => (item.backfill === undefined ? [] : [item.backfill])))];
+  const allBackfill = items.length > 0 && items.every((item) => item.backfill !== undefined);
+  return { backfills, priority: allBackfill ? { priority: BACKFILL_PRIORITY } : {} };
+}
+
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$/, 'expected a column or table name (letters, digits, "_"; a table may be schema.table)');
 
 const FileSource = z.strictObject({

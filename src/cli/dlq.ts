@@ -18,7 +18,7 @@ import { InflightVectors } from '../embed/inflight-vectors.js';
 import { offerChanges, type SizedChange } from '../ingest/ingest-consumer.js';
 import { createKafka } from '../ingest/kafka.js';
 import { createLogger } from '../observability/logger.js';
-import { decodeVector, defaultJobOptions, EMBED_QUEUE, newJobId, WRITE_QUEUE, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
+import { defaultJobOptions, floatsOf, EMBED_QUEUE, newJobId, WRITE_QUEUE, type EmbedJobData, type ItemWrite, type QueuedChange, type WriteJobData } from '../queue/jobs.js';
 import { addWriteJob } from '../queue/write-jobs.js';
 import { ItemStateStore } from '../state/item-state.js';
 import { configOrExit, servingConfigOf, withRedis } from './context.js';
@@ -340,10 +340,11 @@ export function parseItemWrite(original: Buffer, dimensions?: number): ItemWrite
   // The letter holds the vector as base64; its slot was in the blob of the job it came from.
   const { vector, slot: _slot, ...write } = body as unknown as Omit<ItemWrite, 'vector'> & { vector?: string };
   if (typeof vector !== 'string') return { ...write, vector: undefined };
-  const bytes = Buffer.from(vector, 'base64').byteLength;
-  if (bytes === 0 || bytes % 4 !== 0) throw new Error(`its vector is not base64 of float32 values (it decodes to ${bytes} bytes)`);
-  if (dimensions !== undefined && bytes / 4 !== dimensions) throw new Error(`its vector has ${bytes / 4} dimensions, the configured model ${dimensions} (EMBEDDINGS_DIMENSIONS): retry it with the configuration it was embedded with, or replay the change from its source`);
-  return { ...write, vector: decodeVector(vector) };
+  const bytes = Buffer.from(vector, 'base64');
+  if (bytes.byteLength === 0 || bytes.byteLength % 4 !== 0) throw new Error(`its vector is not base64 of float32 values (it decodes to ${bytes.byteLength} bytes)`);
+  const floats = floatsOf(bytes);
+  if (dimensions !== undefined && floats.length !== dimensions) throw new Error(`its vector has ${floats.length} dimensions, the configured model ${dimensions} (EMBEDDINGS_DIMENSIONS): retry it with the configuration it was embedded with, or replay the change from its source`);
+  return { ...write, vector: floats };
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import { BACKFILL_PRIORITY } from '../backfill/backfill-job.js';
+import { backfillShare } from '../backfill/backfill-job.js';
 import type { BackfillStore } from '../backfill/backfill-store.js';
 import { isAfter } from '../core/change-order.js';
 import { DeferredError, handBackOnShutdown, IndexerError, isRetryable, retryAfterOf } from '../core/errors.js';
@@ -253,9 +253,7 @@ export class EmbedStage {
   private async enqueueWrites(writes: ItemWrite[]): Promise<void> {
     const jobId = newJobId('w');
     for (const write of writes) write.heldBy = jobId;
-    // A write job of backfill rows only waits behind live ones, and counts in its backfills' work in flight.
-    const backfills = writes.flatMap((w) => (w.backfill === undefined ? [] : [w.backfill]));
-    const priority = backfills.length === writes.length ? { priority: BACKFILL_PRIORITY } : {};
+    const { backfills, priority } = backfillShare(writes);
     await withRetry(
       async () => {
         await this.options.inflight.announce(writes, jobId);

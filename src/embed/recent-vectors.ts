@@ -6,6 +6,15 @@ interface Slot {
 }
 
 /**
+ * What one slot costs beside its floats (its 64-character hash, the slot, its Map entry, about 300
+ * bytes in V8), charged against the bound: with short vectors (EMBEDDINGS_DIMENSIONS may be 1) the
+ * floats alone would let millions of slots fill the heap.
+ */
+const SLOT_BYTES = 256;
+/** Small bounds still keep this many slots: only tests make rings that small. */
+const MIN_SLOTS = 1024;
+
+/**
  * The vectors this process put in write jobs lately, by content hash, in one ring of floats of a
  * fixed size. A change needing a text whose vector waits in the write queue (the in-flight hint
  * names the job) takes it from here when this process bought it, instead of reading the whole write
@@ -17,15 +26,6 @@ interface Slot {
  * (3-4 µs apiece at saturation, and garbage for the collector). Here a vector is copied into the
  * ring where the oldest ones were, and only `get`, which is rare, allocates.
  */
-/**
- * What one slot costs beside its floats (its 64-character hash, the slot, its Map entry, about 300
- * bytes in V8), charged against the bound: with short vectors (EMBEDDINGS_DIMENSIONS may be 1) the
- * floats alone would let millions of slots fill the heap.
- */
-const SLOT_BYTES = 256;
-/** Small bounds still keep this many slots: only tests make rings that small. */
-const MIN_SLOTS = 1024;
-
 export class RecentVectors {
   private readonly capacity: number;
   /** The most slots kept, stale ones included. */

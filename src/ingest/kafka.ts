@@ -94,7 +94,6 @@ export async function withAdmin<T>(kafka: Kafka, use: (admin: Admin) => Promise<
   }
 }
 
-/** kafkajs marks the broker's passing answers `retriable`, on the error or on one it wraps. */
 /** The broker does not know the topic (or partition), on the error or anywhere in its causes. */
 export function isUnknownTopic(error: unknown): boolean {
   for (let link = error as { type?: unknown; cause?: unknown; originalError?: unknown } | undefined; link; link = (link.cause ?? link.originalError) as typeof link) {
@@ -103,6 +102,7 @@ export function isUnknownTopic(error: unknown): boolean {
   return false;
 }
 
+/** kafkajs marks the broker's passing answers `retriable`, on the error or on one it wraps. */
 export function isRetriableKafkaError(error: unknown): boolean {
   for (let e = error as { retriable?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
     if (e.retriable === true) return true;

@@ -10,7 +10,7 @@ import type { InflightVectors } from '../embed/inflight-vectors.js';
 import { newJobId, type defaultJobOptions, type EmbedJobData, type ItemWrite } from '../queue/jobs.js';
 import { buildPayload, type Payload, type SinkBatch, type SinkRecord, type VectorSink } from '../sinks/vector-sink.js';
 import type { ItemStateStore } from '../state/item-state.js';
-import { BACKFILL_PRIORITY } from '../backfill/backfill-job.js';
+import { backfillShare } from '../backfill/backfill-job.js';
 import type { BackfillStore } from '../backfill/backfill-store.js';
 
 export interface WriteStageOptions {
@@ -193,9 +193,8 @@ export class WriteStage {
     const jobId = newJobId('e');
     // A backfill completes once its jobs are done: one of its items embedded again is still its
     // work. Counted before the job is added, while this write job (counted too) still runs.
-    const backfills = [...new Set(items.flatMap((item) => (item.backfill === undefined ? [] : [item.backfill])))];
+    const { backfills, priority } = backfillShare(items);
     if (backfills.length > 0) await this.options.backfills?.addJobs(backfills, [jobId]);
-    const priority = backfills.length > 0 && items.every((item) => item.backfill !== undefined) ? { priority: BACKFILL_PRIORITY } : {};
     await embedQueue.add('lost-points', { changes }, { ...jobOptions, ...priority, jobId });
   }
 

@@ -4,69 +4,26 @@
  * Kept from the adversarial review of the vectors beside write jobs: the NOSCRIPT and OOM cases
  * failed on the first version (the blob left without its job, and an error retried by nothing).
  */
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isRetryable } from '../../../src/core/errors.js';
-import { createRedis } from '../../../src/queue/connection.js';
-import { newJobId, WRITE_QUEUE, type ItemWrite, type WriteJobData } from '../../../src/queue/jobs.js';
+import { newJobId, WRITE_QUEUE } from '../../../src/queue/jobs.js';
 import { addWriteJob, removeOrphanedVectors, vectorsKey } from '../../../src/queue/write-jobs.js';
 import { waitFor } from '../../support/helpers.js';
-import { RedisServer } from '../../support/redis-server.js';
+import { writeJobRedis } from '../../support/write-job-redis.js';
 
 const DIMENSIONS = 8;
-const upsert = (itemId: string): ItemWrite => ({
-  itemId,
-  op: 'upsert',
-  version: 1,
-  updatedAt: undefined,
-  acceptedAt: Date.now(),
-  metadata: { title: itemId },
-  contentHash: `hash-${itemId}`,
-  model: 'm',
-  vector: Float32Array.from({ length: DIMENSIONS }, (_, i) => i + 1),
-  embeddedAt: new Date().toISOString(),
-});
+const { queueOn, connection, closeAfter, admin, upsert } = writeJobRedis(DIMENSIONS);
 
-let server: RedisServer;
-let url: string;
-let admin: Redis;
-const closers: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  server = new RedisServer({ appendonly: 'no' });
-  url = await server.start();
-  admin = new Redis(url);
-});
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-  await admin.config('SET', 'maxmemory', '0');
-  await admin.flushall();
-});
-afterAll(async () => {
-  admin.disconnect();
-  await server.remove();
-});
-
-function queueOn(prefix: string): Queue<WriteJobData> {
-  const redis = createRedis(url, prefix);
-  const queue = new Queue<WriteJobData>(WRITE_QUEUE, { connection: redis, prefix });
-  closers.push(async () => {
-    await queue.close();
-    redis.disconnect();
-  });
-  return queue;
-}
-
-const stored = async (prefix: string, jobId: string) => ({ job: await admin.exists(`${prefix}:${WRITE_QUEUE}:${jobId}`), blob: await admin.exists(vectorsKey(prefix, jobId)) });
+const stored = async (prefix: string, jobId: string) => ({ job: await admin().exists(`${prefix}:${WRITE_QUEUE}:${jobId}`), blob: await admin().exists(vectorsKey(prefix, jobId)) });
 
 describe('addWriteJob', () => {
   it('puts the vectors and the job between one MULTI and its EXEC', async () => {
     const queue = queueOn('atomic');
     await addWriteJob(queue, [upsert('warm')], { jobId: newJobId('w') });
-    const monitor = await admin.duplicate().monitor();
+    const monitor = await admin().duplicate().monitor();
     const seen: string[] = [];
     monitor.on('monitor', (_time: string, args: string[]) => seen.push(String(args[0]).toLowerCase() + (String(args[1]).includes('write-vectors') ? ' vectors' : '')));
-    closers.push(async () => monitor.disconnect());
+    closeAfter(async () => monitor.disconnect());
     const jobId = newJobId('w');
     await addWriteJob(queue, [upsert('a'), upsert('b')], { jobId });
     await waitFor('the EXEC seen by MONITOR', async () => seen.includes('exec'));
@@ -80,7 +37,7 @@ describe('addWriteJob', () => {
   it('adds the job and its vectors after Redis forgot the scripts (SCRIPT FLUSH) on a live connection, and the next MULTI works again', async () => {
     const queue = queueOn('noscript');
     await addWriteJob(queue, [upsert('warm')], { jobId: newJobId('w') });
-    await admin.script('FLUSH');
+    await admin().script('FLUSH');
     const first = newJobId('w');
     await addWriteJob(queue, [upsert('a')], { jobId: first });
     const second = newJobId('w');
@@ -94,11 +51,11 @@ describe('addWriteJob', () => {
   it('writes nothing when Redis is out of memory, and throws the OOM the retry policy retries', async () => {
     const queue = queueOn('oom');
     await addWriteJob(queue, [upsert('warm')], { jobId: newJobId('w') });
-    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
-    await admin.config('SET', 'maxmemory', String(used - 1024));
+    const used = Number(/used_memory:(\d+)/.exec(await admin().info('memory'))?.[1]);
+    await admin().config('SET', 'maxmemory', String(used - 1024));
     const jobId = newJobId('w');
     const thrown = await addWriteJob(queue, [upsert('a')], { jobId }).then(() => undefined, (error: unknown) => error);
-    await admin.config('SET', 'maxmemory', '0');
+    await admin().config('SET', 'maxmemory', '0');
     expect((thrown as Error | undefined)?.message).toMatch(/^OOM/);
     expect(isRetryable(thrown)).toBe(true);
     expect(await stored('oom', jobId)).toEqual({ job: 0, blob: 0 });
@@ -110,7 +67,7 @@ describe('addWriteJob', () => {
     await addWriteJob(queue, [upsert('a'), upsert('b')], { jobId });
     await addWriteJob(queue, [upsert('a'), upsert('b')], { jobId });
     expect((await queue.getJob(jobId))?.data.writes.map((w) => w.slot)).toEqual([0, 1]);
-    expect((await admin.getBuffer(vectorsKey('again', jobId)))?.byteLength).toBe(2 * DIMENSIONS * 4);
+    expect((await admin().getBuffer(vectorsKey('again', jobId)))?.byteLength).toBe(2 * DIMENSIONS * 4);
     expect(await queue.count()).toBe(1);
   });
 
@@ -133,28 +90,26 @@ describe('removeOrphanedVectors', () => {
     await queue.remove(removedByHand);
     expect(await stored('orphans', removedByHand)).toEqual({ job: 0, blob: 1 });
     // What a NOSCRIPT add leaves for a moment: the vectors, set before their job is added apart.
-    await admin.set(vectorsKey('orphans', fresh), Buffer.alloc(DIMENSIONS * 4));
+    await admin().set(vectorsKey('orphans', fresh), Buffer.alloc(DIMENSIONS * 4));
 
-    const redis = createRedis(url, 'sweeper');
-    closers.push(async () => redis.disconnect());
-    expect(await removeOrphanedVectors(redis, 'orphans', 3600)).toBe(0);
-    await waitFor('the orphaned keys idle for a second and removed', async () => (await removeOrphanedVectors(redis, 'orphans', 1)) > 0 || undefined, { timeoutMs: 10_000, intervalMs: 250 });
+    const sweeper = connection('sweeper');
+    expect(await removeOrphanedVectors(sweeper, 'orphans', 3600)).toBe(0);
+    await waitFor('the orphaned keys idle for a second and removed', async () => (await removeOrphanedVectors(sweeper, 'orphans', 1)) > 0 || undefined, { timeoutMs: 10_000, intervalMs: 250 });
 
     expect(await stored('orphans', removedByHand)).toEqual({ job: 0, blob: 0 });
-    expect(await admin.exists(vectorsKey('orphans', fresh))).toBe(0);
+    expect(await admin().exists(vectorsKey('orphans', fresh))).toBe(0);
     expect(await stored('orphans', kept)).toEqual({ job: 1, blob: 1 });
     expect(await stored('others', elsewhere)).toEqual({ job: 1, blob: 1 });
   });
 
   it('stops between pages of its walk once told to, so that a shutdown does not wait for it', async () => {
     const orphans = Array.from({ length: 3000 }, (_, i) => [vectorsKey('stopped', `w${i}`), 'x']).flat();
-    await admin.mset(...orphans);
-    const redis = createRedis(url, 'sweeper');
-    closers.push(async () => redis.disconnect());
+    await admin().mset(...orphans);
+    const sweeper = connection('sweeper');
     const stop = new AbortController();
     stop.abort();
-    expect(await removeOrphanedVectors(redis, 'stopped', 0, stop.signal)).toBe(0);
-    expect(await removeOrphanedVectors(redis, 'stopped', 0)).toBe(3000);
+    expect(await removeOrphanedVectors(sweeper, 'stopped', 0, stop.signal)).toBe(0);
+    expect(await removeOrphanedVectors(sweeper, 'stopped', 0)).toBe(3000);
   });
 
   it('keeps a key that is read while its job is gone: the idle time restarts with each read', async () => {
@@ -162,13 +117,12 @@ describe('removeOrphanedVectors', () => {
     const jobId = newJobId('w');
     await addWriteJob(queue, [upsert('a')], { jobId });
     await queue.remove(jobId);
-    const redis = createRedis(url, 'sweeper');
-    closers.push(async () => redis.disconnect());
+    const sweeper = connection('sweeper');
     // Redis counts idle time in whole seconds of a clock that ticks once a second: 2 s, so that a
     // tick between the read and the sweep cannot make the key old enough.
-    await waitFor('the key idle for 2 s', async () => ((await admin.object('IDLETIME', vectorsKey('reread', jobId))) as number) >= 2 || undefined, { timeoutMs: 10_000, intervalMs: 250 });
-    await admin.getBuffer(vectorsKey('reread', jobId));
-    expect(await removeOrphanedVectors(redis, 'reread', 2)).toBe(0);
-    expect(await admin.exists(vectorsKey('reread', jobId))).toBe(1);
+    await waitFor('the key idle for 2 s', async () => ((await admin().object('IDLETIME', vectorsKey('reread', jobId))) as number) >= 2 || undefined, { timeoutMs: 10_000, intervalMs: 250 });
+    await admin().getBuffer(vectorsKey('reread', jobId));
+    expect(await removeOrphanedVectors(sweeper, 'reread', 2)).toBe(0);
+    expect(await admin().exists(vectorsKey('reread', jobId))).toBe(1);
   });
 });

@@ -5,68 +5,24 @@
  * a write job can wait in must keep its key; only a job that is gone loses it; and a sweep under one
  * prefix never reaches another prefix (another generation, another deployment).
  */
-import { DelayedError, Queue, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createRedis } from '../../../src/queue/connection.js';
-import { newJobId, WRITE_QUEUE, type ItemWrite, type WriteJobData } from '../../../src/queue/jobs.js';
+import { DelayedError, Worker, type Job } from 'bullmq';
+import { describe, expect, it } from 'vitest';
+import { newJobId, WRITE_QUEUE, type WriteJobData } from '../../../src/queue/jobs.js';
 import { addWriteJob, removeOrphanedVectors, vectorsKey } from '../../../src/queue/write-jobs.js';
 import { waitFor } from '../../support/helpers.js';
-import { RedisServer } from '../../support/redis-server.js';
+import { writeJobRedis } from '../../support/write-job-redis.js';
 
 const DIMENSIONS = 8;
-const upsert = (itemId: string): ItemWrite => ({
-  itemId,
-  op: 'upsert',
-  version: 1,
-  updatedAt: undefined,
-  acceptedAt: Date.now(),
-  metadata: { title: itemId },
-  contentHash: `hash-${itemId}`,
-  model: 'm',
-  vector: Float32Array.from({ length: DIMENSIONS }, (_, i) => i + 1),
-  embeddedAt: new Date().toISOString(),
-});
-
-let server: RedisServer;
-let url: string;
-let admin: Redis;
-const closers: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  server = new RedisServer({ appendonly: 'no' });
-  url = await server.start();
-  admin = new Redis(url);
-});
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-  await admin.config('SET', 'maxmemory-policy', 'noeviction');
-  await admin.flushall();
-});
-afterAll(async () => {
-  admin.disconnect();
-  await server.remove();
-});
-
-function connection(name: string): Redis {
-  const redis = createRedis(url, name);
-  closers.push(async () => redis.disconnect());
-  return redis;
-}
-
-function queueOn(prefix: string): Queue<WriteJobData> {
-  const queue = new Queue<WriteJobData>(WRITE_QUEUE, { connection: connection(prefix), prefix });
-  closers.push(() => queue.close());
-  return queue;
-}
+const { queueOn, connection, closeAfter, admin, upsert } = writeJobRedis(DIMENSIONS);
 
 function workerOn(prefix: string, processor: (job: Job<WriteJobData>, token?: string) => Promise<void>): Worker<WriteJobData> {
   const worker = new Worker<WriteJobData>(WRITE_QUEUE, processor, { connection: connection(`${prefix}-worker`), prefix, concurrency: 1 });
-  closers.push(() => worker.close(true));
+  closeAfter(() => worker.close(true));
   return worker;
 }
 
 const never = () => new Promise<void>(() => undefined);
-const idleAtLeast = (key: string, seconds: number) => waitFor(`${key} idle for ${seconds} s`, async () => ((await admin.object('IDLETIME', key)) as number) >= seconds || undefined, { timeoutMs: 15_000, intervalMs: 200 });
+const idleAtLeast = (key: string, seconds: number) => waitFor(`${key} idle for ${seconds} s`, async () => ((await admin().object('IDLETIME', key)) as number) >= seconds || undefined, { timeoutMs: 15_000, intervalMs: 200 });
 const stateOf = (prefix: string, id: string) => queueOn(prefix).getJobState(id);
 
 describe('removeOrphanedVectors against every state a live write job waits in', () => {
@@ -117,7 +73,7 @@ describe('removeOrphanedVectors against every state a live write job waits in', 
     for (const { prefix, id, state } of live) {
       expect(await stateOf(prefix, id)).toBe(state);
       expect(await removeOrphanedVectors(sweeper, prefix, 1)).toBe(0);
-      expect(await admin.exists(vectorsKey(prefix, id))).toBe(1);
+      expect(await admin().exists(vectorsKey(prefix, id))).toBe(1);
     }
   });
 
@@ -143,11 +99,11 @@ describe('removeOrphanedVectors against every state a live write job waits in', 
 
     const sweeper = connection('sweeper');
     for (const { prefix, id } of gone) {
-      expect(await admin.exists(`${prefix}:${WRITE_QUEUE}:${id}`)).toBe(0);
-      expect(await admin.exists(vectorsKey(prefix, id))).toBe(1);
+      expect(await admin().exists(`${prefix}:${WRITE_QUEUE}:${id}`)).toBe(0);
+      expect(await admin().exists(vectorsKey(prefix, id))).toBe(1);
       await idleAtLeast(vectorsKey(prefix, id), 2);
       expect(await removeOrphanedVectors(sweeper, prefix, 1)).toBe(1);
-      expect(await admin.exists(vectorsKey(prefix, id))).toBe(0);
+      expect(await admin().exists(vectorsKey(prefix, id))).toBe(0);
     }
   });
 });
@@ -157,18 +113,18 @@ describe('removeOrphanedVectors and other prefixes', () => {
     // Generation prefixes are `<prefix>:g<id>` (generationPrefix); QUEUE_PREFIX allows [A-Za-z0-9._-].
     const others = ['indexer:g2', 'indexer2', 'indexer-eu', 'indexer.eu', 'indexer_eu', 'indexerx'];
     const blob = Buffer.alloc(DIMENSIONS * 4);
-    for (const prefix of others) await admin.set(vectorsKey(prefix, 'wORPHAN'), blob);
-    await admin.set(vectorsKey('indexer', 'wORPHAN'), blob);
-    await admin.set(vectorsKey('indexer:g2', 'wGEN2'), blob);
+    for (const prefix of others) await admin().set(vectorsKey(prefix, 'wORPHAN'), blob);
+    await admin().set(vectorsKey('indexer', 'wORPHAN'), blob);
+    await admin().set(vectorsKey('indexer:g2', 'wGEN2'), blob);
     for (const prefix of [...others, 'indexer']) await idleAtLeast(vectorsKey(prefix, 'wORPHAN'), 2);
 
     const sweeper = connection('sweeper');
     expect(await removeOrphanedVectors(sweeper, 'indexer', 1)).toBe(1);
-    expect(await admin.exists(vectorsKey('indexer', 'wORPHAN'))).toBe(0);
-    for (const prefix of others) expect(await admin.exists(vectorsKey(prefix, 'wORPHAN'))).toBe(1);
+    expect(await admin().exists(vectorsKey('indexer', 'wORPHAN'))).toBe(0);
+    for (const prefix of others) expect(await admin().exists(vectorsKey(prefix, 'wORPHAN'))).toBe(1);
     // And generation 2's own sweep stays within generation 2.
     expect(await removeOrphanedVectors(sweeper, 'indexer:g2', 1)).toBe(2);
-    for (const prefix of others.filter((p) => p !== 'indexer:g2')) expect(await admin.exists(vectorsKey(prefix, 'wORPHAN'))).toBe(1);
+    for (const prefix of others.filter((p) => p !== 'indexer:g2')) expect(await admin().exists(vectorsKey(prefix, 'wORPHAN'))).toBe(1);
   });
 });
 
@@ -179,14 +135,14 @@ describe('removeOrphanedVectors and idle time', () => {
     await idleAtLeast(vectorsKey('idle', id), 2);
     const sweeper = connection('sweeper');
     expect(await removeOrphanedVectors(sweeper, 'idle', 3600)).toBe(0);
-    expect((await admin.object('IDLETIME', vectorsKey('idle', id))) as number).toBeGreaterThanOrEqual(2);
+    expect((await admin().object('IDLETIME', vectorsKey('idle', id))) as number).toBeGreaterThanOrEqual(2);
   });
 
   it('removes nothing, and does not throw, under an LFU policy (OBJECT IDLETIME refused)', async () => {
-    await admin.set(vectorsKey('lfu', 'wORPHAN'), Buffer.alloc(DIMENSIONS * 4));
+    await admin().set(vectorsKey('lfu', 'wORPHAN'), Buffer.alloc(DIMENSIONS * 4));
     await idleAtLeast(vectorsKey('lfu', 'wORPHAN'), 2);
-    await admin.config('SET', 'maxmemory-policy', 'allkeys-lfu');
+    await admin().config('SET', 'maxmemory-policy', 'allkeys-lfu');
     expect(await removeOrphanedVectors(connection('sweeper'), 'lfu', 1)).toBe(0);
-    expect(await admin.exists(vectorsKey('lfu', 'wORPHAN'))).toBe(1);
+    expect(await admin().exists(vectorsKey('lfu', 'wORPHAN'))).toBe(1);
   });
 });
