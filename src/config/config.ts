@@ -64,7 +64,7 @@ export interface Config {
     collection: string;
     distance: Distance;
     qdrant: { url: string; apiKey: string | undefined; timeoutMs: number; servingAlias: string | undefined } | undefined;
-    lancedb: { uri: string; readAheadBytes: number };
+    lancedb: { uri: string; readAheadBytes: number; cacheBytes: number };
   };
   workers: {
     embedJobMaxItems: number;
@@ -251,7 +251,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       collection: s.COLLECTION,
       distance: s.VECTOR_DISTANCE,
       qdrant: s.QDRANT_URL ? { url: s.QDRANT_URL.replace(/\/+$/, ''), apiKey: s.QDRANT_API_KEY, timeoutMs: s.QDRANT_TIMEOUT_MS, servingAlias: s.QDRANT_SERVING_ALIAS } : undefined,
-      lancedb: { uri: s.LANCEDB_URI, readAheadBytes: s.LANCEDB_READ_AHEAD_MIB * 2 ** 20 },
+      lancedb: { uri: s.LANCEDB_URI, readAheadBytes: s.LANCEDB_READ_AHEAD_MIB * 2 ** 20, cacheBytes: s.LANCEDB_CACHE_MIB * 2 ** 20 },
     },
     workers: {
       embedJobMaxItems: s.EMBED_JOB_MAX_ITEMS,

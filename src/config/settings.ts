@@ -134,6 +134,7 @@ export const SETTINGS = {
   QDRANT_SERVING_ALIAS: setting('sink', z.string().trim().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-" only').optional(), undefined, 'Qdrant alias that `indexer reindex switch` points at the serving generation\'s collection, atomically: what your search service should query (unset: no alias is kept).'),
   LANCEDB_URI: setting('sink', z.string().min(1), '.data/lancedb', 'LanceDB database directory (local path or object-store URI).'),
   LANCEDB_READ_AHEAD_MIB: setting('sink', int(1, 2048), '64', 'How far ahead of use a LanceDB scan may read, compactions included (LanceDB\'s LANCE_DEFAULT_IO_BUFFER_SIZE, which it reads at every scan: one value for the whole process). LanceDB\'s own, 256 MiB on a local disk (2 GiB on object stores), let each compaction the writer runs every 100 commits raise its RSS by 150-330 MiB on tables of 200k-600k rows.'),
+  LANCEDB_CACHE_MIB: setting('sink', int(1, 65536), '32', 'Bound of each of the two caches (file metadata; indexes) of every LanceDB table the process opens. Under LanceDB\'s own bounds (1 GiB, 6 GiB) the metadata cache of a long-lived writer grows by 6-12 MiB every 100 commits, whatever their size, until it holds 1 GiB.'),
 
   // Workers
   EMBED_JOB_MAX_ITEMS: setting('workers', int(1, 100000), '512', 'Most changes per embed job: ingest turns each Kafka batch into jobs of at most this many changes.'),

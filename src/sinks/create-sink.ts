@@ -9,5 +9,5 @@ export function createSink(sink: Config['sink'], dimensions: number): VectorSink
     if (!sink.qdrant) throw new Error('SINK=qdrant without QDRANT_URL (the config should have refused this)');
     return new QdrantSink(spec, sink.qdrant);
   }
-  return new LanceDbSink(spec, sink.lancedb.uri, { readAheadBytes: sink.lancedb.readAheadBytes });
+  return new LanceDbSink(spec, sink.lancedb.uri, { readAheadBytes: sink.lancedb.readAheadBytes, cacheBytes: sink.lancedb.cacheBytes });
 }

@@ -43,6 +43,12 @@ describe('loadConfig', () => {
     expect(problemsOf({ LANCEDB_READ_AHEAD_MIB: '0' })).toEqual([expect.objectContaining({ variable: 'LANCEDB_READ_AHEAD_MIB' })]);
   });
 
+  it("bounds each of LanceDB's caches to 32 MiB unless told otherwise, and refuses 0", () => {
+    expect(loadConfig({}).sink.lancedb.cacheBytes).toBe(32 * 2 ** 20);
+    expect(loadConfig({ LANCEDB_CACHE_MIB: '4' }).sink.lancedb.cacheBytes).toBe(4 * 2 ** 20);
+    expect(problemsOf({ LANCEDB_CACHE_MIB: '0' })).toEqual([expect.objectContaining({ variable: 'LANCEDB_CACHE_MIB' })]);
+  });
+
   it('requires a dimension for a model it does not know', () => {
     expect(problemsOf({ EMBEDDINGS_BASE_URL: 'http://127.0.0.1:1/v1', EMBEDDINGS_MODEL: 'my-model' })).toEqual([
       expect.objectContaining({ variable: 'EMBEDDINGS_DIMENSIONS' }),
