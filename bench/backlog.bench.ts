@@ -106,7 +106,7 @@ try {
   // 0 means glibc's default: not whatever this shell happens to set.
   for (const name of MALLOC_SETTINGS) delete env[name];
   Object.assign(env, malloc);
-  const workers = roleSets.map((roles, i) => ({ roles, port: basePort + i, peak: 0, worker: spawnWorker(roles, { ...env, METRICS_PORT: String(basePort + i) }) }));
+  const workers = roleSets.map((roles, i) => ({ roles, port: basePort + i, rss: 0, peak: 0, worker: spawnWorker(roles, { ...env, METRICS_PORT: String(basePort + i) }) }));
   cleanup.add('worker processes', async () => {
     for (const { worker } of workers) if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
     await Promise.all(workers.map(({ worker }) => worker.exited));
@@ -116,12 +116,15 @@ try {
   let lastReport = 0;
   const exited = () => workers.find(({ worker }) => worker.child.exitCode !== null);
   while (Date.now() - started < seconds * 1000 && exited() === undefined) {
-    for (const w of workers) w.peak = Math.max(w.peak, rssMib(w.worker.child.pid ?? -1));
+    for (const w of workers) {
+      w.rss = rssMib(w.worker.child.pid ?? -1);
+      w.peak = Math.max(w.peak, w.rss);
+    }
     const jobs = (await embed.count()) + (await write.count());
     maxJobs = Math.max(maxJobs, jobs);
     if (Date.now() - lastReport > 5_000) {
       lastReport = Date.now();
-      const processes = await Promise.all(workers.map(async (w) => `${workers.length > 1 ? `${w.roles}: ` : ''}RSS ${fmt(rssMib(w.worker.child.pid ?? -1))} MiB (peak ${fmt(w.peak)}; ${await heapOf(w.port)})`));
+      const processes = await Promise.all(workers.map(async (w) => `${workers.length > 1 ? `${w.roles}: ` : ''}RSS ${fmt(w.rss)} MiB (peak ${fmt(w.peak)}; ${await heapOf(w.port)})`));
       log(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${processes.join('; ')}, ${jobs} jobs waiting, ${await ingestLag(services)} events still in Kafka`);
     }
     await sleep(500);

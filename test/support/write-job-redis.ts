@@ -22,9 +22,10 @@ export function vectorUpsert(itemId: string, dimensions: number): ItemWrite {
 }
 
 /**
- * A Redis of the test file's own, and upserts of `dimensions` floats to queue on it (tests that flush it, fill its memory or change its eviction
- * policy must not touch the shared one), with its hooks registered: what a test opens through it is
- * closed after the test, and the server's settings and keys are reset.
+ * A Redis of the test file's own (tests that flush it, fill its memory or change its eviction
+ * policy must not touch the shared one) and upserts of `dimensions` floats to queue on it, with its
+ * hooks registered: what a test opens through it is closed after the test, and the server's
+ * settings and keys are reset.
  */
 export function writeJobRedis(dimensions: number) {
   let server: RedisServer;
